@@ -1,0 +1,236 @@
+"""Switchyard settings: one module, every value from the environment (see README's table).
+
+The defaults run on a laptop with nothing installed: SQLite under var/, local-memory cache, a
+filesystem Celery broker and the bundled simulator. Production differs only by environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("SWITCHYARD_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+env = environ.FileAwareEnv()  # any VAR may instead come from a file named by VAR_FILE
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-only" if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off.")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "drf_spectacular",
+    "django_prometheus",
+    "tenants",
+    "providers",
+    "routing",
+    "usage",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process read while the usage writer inserts; the timeout rides out
+    # the short write locks of the worker and beat in the embedded setup.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "sy",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+# --- Security (production values switch on with SWITCHYARD_TLS) -------------------------
+SWITCHYARD_TLS = env.bool("SWITCHYARD_TLS", default=not DEBUG)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SESSION_COOKIE_SECURE = SWITCHYARD_TLS
+CSRF_COOKIE_SECURE = SWITCHYARD_TLS
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if SWITCHYARD_TLS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SWITCHYARD_TLS
+SECURE_HSTS_PRELOAD = SWITCHYARD_TLS
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# --- Secrets at rest ---------------------------------------------------------------------
+# Newest first; older keys still decrypt, so rotation is add, re-encrypt, remove.
+SWITCHYARD_ENCRYPTION_KEYS = env.list("SWITCHYARD_ENCRYPTION_KEYS", default=[])
+SWITCHYARD_DEV_KEY_FILE = VAR_DIR / "encryption.key"
+if not SWITCHYARD_ENCRYPTION_KEYS and not DEBUG and not env.bool("SWITCHYARD_DEV_KEY", False):
+    raise ImproperlyConfigured(
+        "SWITCHYARD_ENCRYPTION_KEYS is required when DEBUG is off "
+        "(generate one: python -c 'from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())')."
+    )
+
+# --- Celery ------------------------------------------------------------------------------
+# With no broker configured the embedded default uses kombu's filesystem transport: it needs
+# no server and still crosses processes (web, worker, beat).
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+if CELERY_BROKER_URL == "filesystem://":
+    for _sub in ("celery/in", "celery/processed"):
+        (VAR_DIR / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(VAR_DIR / "celery/in"),
+        "data_folder_out": str(VAR_DIR / "celery/in"),
+        "processed_folder": str(VAR_DIR / "celery/processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# --- Gateway -----------------------------------------------------------------------------
+SWITCHYARD_PUBLIC_URL = env.str("SWITCHYARD_PUBLIC_URL", default="http://127.0.0.1:8000")
+SWITCHYARD_SIMULATOR_URL = env.str("SWITCHYARD_SIMULATOR_URL", default="http://127.0.0.1:9100")
+SWITCHYARD_UPSTREAM_CONNECT_TIMEOUT = env.float("SWITCHYARD_UPSTREAM_CONNECT_TIMEOUT", 5.0)
+SWITCHYARD_UPSTREAM_READ_TIMEOUT = env.float("SWITCHYARD_UPSTREAM_READ_TIMEOUT", 60.0)
+SWITCHYARD_UPSTREAM_TOTAL_TIMEOUT = env.float("SWITCHYARD_UPSTREAM_TOTAL_TIMEOUT", 300.0)
+SWITCHYARD_MAX_ATTEMPTS = env.int("SWITCHYARD_MAX_ATTEMPTS", default=3)
+SWITCHYARD_RETRY_BACKOFF_MS = env.int("SWITCHYARD_RETRY_BACKOFF_MS", default=50)
+SWITCHYARD_COOLDOWN_FAILURES = env.int("SWITCHYARD_COOLDOWN_FAILURES", default=3)
+SWITCHYARD_COOLDOWN_SECONDS = env.int("SWITCHYARD_COOLDOWN_SECONDS", default=30)
+SWITCHYARD_CONFIG_POLL_SECONDS = env.float("SWITCHYARD_CONFIG_POLL_SECONDS", default=0.5)
+SWITCHYARD_USAGE_FLUSH_SECONDS = env.float("SWITCHYARD_USAGE_FLUSH_SECONDS", default=0.5)
+SWITCHYARD_USAGE_BATCH_SIZE = env.int("SWITCHYARD_USAGE_BATCH_SIZE", default=500)
+SWITCHYARD_MAX_BODY_BYTES = env.int("SWITCHYARD_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+SWITCHYARD_CATALOG_SNAPSHOT = env.str(
+    "SWITCHYARD_CATALOG_SNAPSHOT",
+    default=str(BASE_DIR / "routing" / "data" / "model_prices_and_context_window.json"),
+)
+
+# --- DRF / OpenAPI -----------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Switchyard API",
+    "DESCRIPTION": "Management API and the OpenAI-compatible completion contract.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="switchyard@localhost")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "config.logging.RedactSecretsFilter"}},
+    "formatters": {
+        "plain": {
+            "()": "config.logging.RedactingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}
