@@ -16,13 +16,20 @@ django_app = get_asgi_application()
 
 from routing.gateway.app import GatewayApp  # noqa: E402
 
-gateway_app = GatewayApp()
+
+class SwitchyardApp:
+    """/v1/* to the gateway, the lifespan to the gateway's state, the rest to Django."""
+
+    def __init__(self) -> None:
+        self.gateway = GatewayApp()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.gateway(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.gateway.lifespan(scope, receive, send)
+        else:
+            await django_app(scope, receive, send)
 
 
-async def application(scope, receive, send):
-    if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-        await gateway_app(scope, receive, send)
-    elif scope["type"] == "lifespan":
-        await gateway_app.lifespan(scope, receive, send)
-    else:
-        await django_app(scope, receive, send)
+application = SwitchyardApp()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -165,3 +166,9 @@ def mark_key_invalid(*, key_id: int, error: str) -> ProviderKey | None:
     if key is None or key.status == KeyStatus.INVALID:
         return None
     return record_key_validation(key=key, ok=False, error=error)
+
+
+def stamp_keys_used(*, last_used: dict[int, datetime]) -> None:
+    """Record when keys were last used (batched by the usage writer, not per request)."""
+    for pk, at in last_used.items():
+        ProviderKey.objects.filter(pk=pk).update(last_used_at=at)

@@ -31,7 +31,25 @@ class UserFactory(factory.django.DjangoModelFactory):
             obj.save()
 
 
+def ensure_default_data() -> None:
+    """Plans and routing policies come from data migrations; a transactional test's flush
+    removes them, so tests that need them put them back the same way."""
+    import importlib
+
+    from django.apps import apps
+
+    from routing.models import RoutingPolicy
+
+    if not Plan.objects.exists():
+        importlib.import_module("tenants.migrations.0002_default_plans").create_plans(apps, None)
+    if not RoutingPolicy.objects.exists():
+        importlib.import_module("routing.migrations.0002_default_policies").create_policies(
+            apps, None
+        )
+
+
 def plan(slug: str = "professional") -> Plan:
+    ensure_default_data()
     return Plan.objects.get(slug=slug)
 
 
@@ -120,3 +138,72 @@ class CatalogModelFactory(factory.django.DjangoModelFactory):
     supports_tools = True
     supports_json = True
     quality_score = 0.7
+
+
+# --- usage, settings and audit rows (admin tests) -------------------------------------------
+import uuid  # noqa: E402
+
+from django.utils import timezone  # noqa: E402
+
+
+class UsageRecordFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "usage.UsageRecord"
+
+    created_at = factory.LazyFunction(timezone.now)
+    tenant = factory.SubFactory(TenantFactory)
+    request_id = factory.LazyFunction(uuid.uuid4)
+    outcome = 1  # Outcome.SUCCESS
+    input_tokens = 100
+    output_tokens = 20
+    cost_usd = Decimal("0.00012")
+    latency_ms = 250
+
+
+class SpendingCapFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "usage.SpendingCap"
+
+    tenant = factory.SubFactory(TenantFactory)
+    scope = "tenant"
+    amount_usd = Decimal("100.00")
+    mode = "hard"
+
+
+class CreditLedgerEntryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "usage.CreditLedgerEntry"
+
+    tenant = factory.SubFactory(TenantFactory)
+    kind = "grant"
+    amount_usd = Decimal("25.00")
+    reason = "welcome credits"
+
+
+class AlertFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "usage.Alert"
+
+    tenant = factory.SubFactory(TenantFactory)
+    kind = "spending_threshold"
+    threshold = 80
+    dedupe_key = factory.Sequence(lambda n: f"cap:80:2025-01:{n}")
+    message = "80 % of the monthly cap is spent."
+
+
+class LLMSettingsFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "routing.LLMSettings"
+
+    tenant = factory.SubFactory(TenantFactory)
+    power_level = "eco"
+
+
+class AuditLogFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "tenants.AuditLog"
+
+    tenant = factory.SubFactory(TenantFactory)
+    action = "tenant.updated"
+    actor_label = "system"
+    changes = factory.LazyFunction(lambda: {"is_active": [True, False]})

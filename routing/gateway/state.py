@@ -1,0 +1,119 @@
+"""GatewayState: what every request needs, built once at start-up and kept current."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from providers.adapters import new_session
+from routing.gateway import tokens
+from routing.gateway.health import ProviderHealth
+from routing.gateway.snapshot import Snapshot, build_snapshot
+from routing.gateway.usage_sink import UsageSink
+from tenants import config_version
+
+logger = logging.getLogger(__name__)
+
+
+class GatewayState:
+    """The config snapshot (swapped on version change), health, usage sink, one HTTP session."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.snapshot: Snapshot | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.redis: aioredis.Redis | None = None
+        self.health: ProviderHealth | None = None
+        self.sink: UsageSink | None = None
+        self._poller: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+        self.max_body = settings.SWITCHYARD_MAX_BODY_BYTES
+        self.max_attempts = settings.SWITCHYARD_MAX_ATTEMPTS
+        self.backoff_seconds = settings.SWITCHYARD_RETRY_BACKOFF_MS / 1000
+        self.poll_seconds = settings.SWITCHYARD_CONFIG_POLL_SECONDS
+        self.timeout = aiohttp.ClientTimeout(
+            total=settings.SWITCHYARD_UPSTREAM_TOTAL_TIMEOUT,
+            connect=settings.SWITCHYARD_UPSTREAM_CONNECT_TIMEOUT,
+            sock_read=settings.SWITCHYARD_UPSTREAM_READ_TIMEOUT,
+        )
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        self.loop = asyncio.get_running_loop()
+        if settings.REDIS_URL:
+            self.redis = aioredis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+        self.health = ProviderHealth(
+            self.redis,
+            failures=settings.SWITCHYARD_COOLDOWN_FAILURES,
+            cooldown_seconds=settings.SWITCHYARD_COOLDOWN_SECONDS,
+        )
+        self.session = new_session(connect_timeout=settings.SWITCHYARD_UPSTREAM_CONNECT_TIMEOUT)
+        self.sink = UsageSink(
+            flush_seconds=settings.SWITCHYARD_USAGE_FLUSH_SECONDS,
+            batch_size=settings.SWITCHYARD_USAGE_BATCH_SIZE,
+        )
+        self.sink.start()
+        await self.reload(await self._read_version())
+        self.spawn(asyncio.to_thread(tokens.warm_up))
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+        logger.info("gateway.started", extra={"ms": int((time.perf_counter() - started) * 1000)})
+
+    async def stop(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
+        if self.sink:
+            await self.sink.close()
+        if self.session:
+            await self.session.close()
+        if self.redis:
+            await self.redis.aclose()
+
+    def spawn(self, coro) -> None:
+        """Run `coro` in the background, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _read_version(self) -> str:
+        if self.redis is not None:
+            value = await self.redis.get(config_version.REDIS_KEY)
+            return value.decode() if value else "0"
+        return await asyncio.to_thread(config_version.read_sync)
+
+    async def reload(self, version: str) -> None:
+        snapshot = await asyncio.to_thread(_build, version)
+        self.snapshot = snapshot
+        await self.health.refresh(snapshot.providers)
+        logger.info("gateway.config_loaded", extra={"version": version})
+
+    async def _poll(self) -> None:
+        """Swap the snapshot when the config version moves; refresh cool-downs."""
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                version = await self._read_version()
+                if version != self.snapshot.version:
+                    await self.reload(version)
+                else:
+                    await self.health.refresh(self.snapshot.providers)
+            except Exception:  # a boundary: keep serving the last good snapshot
+                logger.exception("gateway.config_poll_failed")
+
+
+def _build(version: str) -> Snapshot:
+    from django.db import close_old_connections
+
+    close_old_connections()
+    try:
+        return build_snapshot(version)
+    finally:
+        close_old_connections()

@@ -1,0 +1,103 @@
+"""Pytest plugin: a live Switchyard ASGI server (uvicorn in a thread) for integration tests.
+
+The server is one per session; each test syncs the gateway's configuration snapshot with
+what it wrote to the database (`gateway.sync()`), and starts with a clean provider-health
+state. Tests that use it need `transactional_db`: the server reads through its own
+database connections, so the test's data must be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+
+from config.asgi import SwitchyardApp
+from routing.gateway.state import GatewayState
+
+_versions = itertools.count(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveGateway:
+    def __init__(self) -> None:
+        self.app = SwitchyardApp()
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            lifespan="on",
+            log_level="warning",
+            loop="asyncio",
+            http="httptools",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
+
+    @property
+    def state(self) -> GatewayState:
+        return self.app.gateway.state
+
+    def start(self) -> LiveGateway:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
+
+    def run(self, coro, timeout: float = 30):
+        """Run `coro` on the server's event loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.state.loop).result(timeout)
+
+    def sync(self) -> None:
+        """Reload the snapshot now and forget provider health: the test's data is what counts."""
+        self.run(self.state.reload(f"test-{next(_versions)}"))
+        health = self.state.health
+        health.error_rates.clear()
+        health.cooling = health.probing = frozenset()
+        health._local_cool.clear()
+        health._local_probe.clear()
+        health._local_fail.clear()
+
+    def flush_usage(self) -> None:
+        """Write queued usage records now."""
+        self.run(self.state.sink.flush())
+
+
+@pytest.fixture(scope="session")
+def live_gateway(django_db_setup, django_db_blocker) -> Iterator[LiveGateway]:
+    # pytest-django blocks database access process-wide outside tests that ask for it; the
+    # server loads its first snapshot now, and later only inside tests that unblock it.
+    with django_db_blocker.unblock():
+        server = LiveGateway().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gateway(live_gateway: LiveGateway, transactional_db, sim) -> Iterator[LiveGateway]:
+    """The live gateway with the simulator clean; usage of earlier tests never leaks in."""
+    live_gateway.state.sink.pending.clear()
+    yield live_gateway
+    live_gateway.state.sink.pending.clear()

@@ -1,0 +1,298 @@
+"""Staff admin for usage (read-only), spending caps, the credit ledger and alerts."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import forms
+from django.apps import apps
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import DecimalField, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+
+from tenants.admin_mixins import AuditedAdminMixin, ReadOnlyAdminMixin, adopt_saved
+from usage import services
+from usage.choices import LedgerKind
+from usage.models import MONEY, Alert, CreditLedgerEntry, SpendingCap, UsageRecord
+
+# Below this many rows an exact COUNT(*) is cheap; above it the unfiltered changelist shows
+# PostgreSQL's estimate, because counting millions of usage rows takes seconds.
+EXACT_COUNT_BELOW = 100_000
+
+
+class EstimatedCountPaginator(Paginator):
+    """Exact counts for filtered lists and small tables; the planner's estimate otherwise."""
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        connection = connections[queryset.db]
+        if connection.vendor == "postgresql" and not queryset.query.where:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                    [queryset.model._meta.db_table],
+                )
+                row = cursor.fetchone()
+            if row and row[0] >= EXACT_COUNT_BELOW:
+                return int(row[0])
+        return super().count
+
+
+def _name_of(app_label: str, model_name: str, column: str):
+    """Subquery: the `name` of the row of app_label.model_name whose pk is `column`.
+
+    UsageRecord keeps providers and catalog models as plain ids (STYLE §1: `usage` does not
+    import them); the admin joins them back by name, one subquery per page, never per row.
+    """
+    model = apps.get_model(app_label, model_name)
+    return Subquery(model.objects.filter(pk=OuterRef(column)).values("name")[:1])
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """What did a tenant's requests cost, which provider served them, what failed and why?"""
+
+    list_display = [
+        "created_at",
+        "tenant",
+        "end_user",
+        "provider_name",
+        "model_name",
+        "outcome",
+        "http_status",
+        "input_tokens",
+        "cached_tokens",
+        "output_tokens",
+        "cost_usd",
+        "latency_ms",
+        "ttft_ms",
+        "is_stream",
+        "attempt",
+    ]
+    list_filter = ["outcome", "key_source", "power_level", "is_stream", "is_estimated"]
+    list_select_related = ["tenant", "end_user"]
+    search_fields = ["=request_id", "=tenant__slug", "=end_user__external_id"]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    readonly_fields = ["provider_name", "model_name"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _provider_name=_name_of("providers", "Provider", "provider_id"),
+                _model_name=_name_of("routing", "CatalogModel", "model_id"),
+            )
+        )
+
+    @admin.display(description="provider")
+    def provider_name(self, obj: UsageRecord) -> str:
+        return obj._provider_name or (f"#{obj.provider_id}" if obj.provider_id else "—")
+
+    @admin.display(description="model")
+    def model_name(self, obj: UsageRecord) -> str:
+        return obj._model_name or (f"#{obj.model_id}" if obj.model_id else "—")
+
+
+class SpendingCapForm(forms.ModelForm):
+    class Meta:
+        model = SpendingCap
+        fields = [
+            "tenant",
+            "scope",
+            "end_user",
+            "amount_usd",
+            "mode",
+            "alert_thresholds",
+            "is_enabled",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant = cleaned.get("tenant")
+        end_user = cleaned.get("end_user")
+        if end_user is not None and tenant is not None and end_user.tenant_id != tenant.pk:
+            self.add_error("end_user", "This end user belongs to another tenant.")
+        thresholds = cleaned.get("alert_thresholds") or []
+        if not isinstance(thresholds, list) or not all(
+            isinstance(t, int) and 0 < t <= 100 for t in thresholds
+        ):
+            self.add_error("alert_thresholds", "A list of whole percentages, e.g. [50, 80, 100].")
+        return cleaned
+
+
+@admin.register(SpendingCap)
+class SpendingCapAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Which tenants and end users have a monthly cap, how high, hard or soft?"""
+
+    audit_noun = "spending_cap"
+    form = SpendingCapForm
+    list_display = [
+        "tenant",
+        "scope",
+        "end_user",
+        "amount_usd",
+        "mode",
+        "alert_thresholds",
+        "is_enabled",
+        "updated_at",
+    ]
+    list_filter = ["scope", "mode", "is_enabled"]
+    list_select_related = ["tenant", "end_user"]
+    search_fields = ["tenant__slug", "tenant__name", "end_user__external_id"]
+    autocomplete_fields = ["tenant", "end_user"]
+    readonly_fields = ["updated_at"]
+
+
+class CreditGrantForm(forms.ModelForm):
+    """Staff add credits by hand: grants, purchases and (signed) adjustments only."""
+
+    kind = forms.ChoiceField(
+        choices=[(k.value, k.label) for k in services.GRANTABLE_KINDS], initial=LedgerKind.GRANT
+    )
+
+    class Meta:
+        model = CreditLedgerEntry
+        fields = ["tenant", "kind", "amount_usd", "reason"]
+
+    def clean(self):
+        cleaned = super().clean()
+        amount = cleaned.get("amount_usd")
+        kind = cleaned.get("kind")
+        if amount is not None:
+            if amount == 0:
+                self.add_error("amount_usd", "The amount is zero.")
+            elif amount < 0 and kind != LedgerKind.ADJUSTMENT:
+                self.add_error("amount_usd", "Only an adjustment may remove credits.")
+        return cleaned
+
+
+@admin.register(CreditLedgerEntry)
+class CreditLedgerEntryAdmin(admin.ModelAdmin):
+    """How did a tenant's credits move, who granted what, what is the balance now?
+
+    Append-only: entries are added (through usage.services.grant_credits), never edited.
+    """
+
+    form = CreditGrantForm
+    list_display = [
+        "created_at",
+        "tenant",
+        "kind",
+        "signed_amount",
+        "reason",
+        "created_by",
+        "balance",
+    ]
+    list_filter = ["kind"]
+    list_select_related = ["tenant", "created_by"]
+    search_fields = ["tenant__slug", "tenant__name", "reason"]
+    autocomplete_fields = ["tenant"]
+    date_hierarchy = "created_at"
+
+    def get_queryset(self, request):
+        balance = (
+            CreditLedgerEntry.objects.filter(tenant=OuterRef("tenant"))
+            .order_by()
+            .values("tenant")
+            .annotate(total=Sum("amount_usd"))
+            .values("total")
+        )
+        money = DecimalField(**MONEY)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_balance=Coalesce(Subquery(balance, output_field=money), Decimal(0)))
+        )
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["tenant", "kind", "amount_usd", "reason"]
+        return ["created_at", "tenant", "kind", "amount_usd", "reason", "created_by"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="amount (USD)", ordering="amount_usd")
+    def signed_amount(self, obj: CreditLedgerEntry):
+        colour = "#2e7d32" if obj.amount_usd >= 0 else "#c62828"
+        return format_html('<span style="color:{}">{}</span>', colour, f"{obj.amount_usd:+.4f}")
+
+    @admin.display(description="tenant balance now (USD)")
+    def balance(self, obj: CreditLedgerEntry) -> str:
+        return f"{obj._balance:.4f}"
+
+    def save_model(self, request, obj, form, change):
+        entry = services.grant_credits(
+            tenant=form.cleaned_data["tenant"],
+            amount_usd=form.cleaned_data["amount_usd"],
+            reason=form.cleaned_data.get("reason", ""),
+            actor=request.user,
+            kind=form.cleaned_data["kind"],
+        )
+        adopt_saved(obj, entry)
+
+
+class UnreadFilter(admin.SimpleListFilter):
+    title = "read"
+    parameter_name = "read"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Unread"), ("yes", "Read")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(read_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(read_at__isnull=False)
+        return queryset
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    """Which tenants crossed a spending threshold or have a broken key, and who has seen it?"""
+
+    list_display = ["created_at", "tenant", "end_user", "kind", "message", "threshold", "is_read"]
+    list_filter = [UnreadFilter, "kind"]
+    list_select_related = ["tenant", "end_user"]
+    search_fields = ["tenant__slug", "tenant__name", "message"]
+    date_hierarchy = "created_at"
+    actions = ["mark_read"]
+    readonly_fields = [
+        "tenant",
+        "end_user",
+        "kind",
+        "threshold",
+        "period_start",
+        "dedupe_key",
+        "message",
+        "created_at",
+        "read_at",
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # alerts are raised by the system
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the row is what keeps an alert from being sent twice
+
+    @admin.display(description="read", boolean=True, ordering="read_at")
+    def is_read(self, obj: Alert) -> bool:
+        return obj.read_at is not None
+
+    @admin.action(description="Mark selected alerts as read", permissions=["change"])
+    def mark_read(self, request, queryset):
+        count = queryset.filter(read_at__isnull=True).update(read_at=timezone.now())
+        self.message_user(request, f"Marked {count} alert(s) as read.", messages.SUCCESS)
