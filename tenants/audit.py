@@ -36,5 +36,5 @@ def record(
         changes=dict(changes or {}),
         ip_address=ip_address,
     )
-    logger.info("audit.%s", action, extra={"tenant_id": getattr(tenant, "pk", None)})
+    logger.debug("audit.%s", action, extra={"tenant_id": getattr(tenant, "pk", None)})
     return entry
