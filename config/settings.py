@@ -186,6 +186,10 @@ SWITCHYARD_COOLDOWN_SECONDS = env.int("SWITCHYARD_COOLDOWN_SECONDS", default=30)
 SWITCHYARD_CONFIG_POLL_SECONDS = env.float("SWITCHYARD_CONFIG_POLL_SECONDS", default=0.5)
 SWITCHYARD_USAGE_FLUSH_SECONDS = env.float("SWITCHYARD_USAGE_FLUSH_SECONDS", default=0.5)
 SWITCHYARD_USAGE_BATCH_SIZE = env.int("SWITCHYARD_USAGE_BATCH_SIZE", default=500)
+# When Redis cannot be reached: let requests through unthrottled, but refuse those that a
+# hard cap or prepaid credits must guard (money is the thing not to lose).
+SWITCHYARD_RATE_LIMITS_FAIL_OPEN = env.bool("SWITCHYARD_RATE_LIMITS_FAIL_OPEN", default=True)
+SWITCHYARD_CAPS_FAIL_CLOSED = env.bool("SWITCHYARD_CAPS_FAIL_CLOSED", default=True)
 SWITCHYARD_MAX_BODY_BYTES = env.int("SWITCHYARD_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 SWITCHYARD_CATALOG_SNAPSHOT = env.str(
     "SWITCHYARD_CATALOG_SNAPSHOT",

@@ -46,6 +46,11 @@ class Plan(models.Model):
         validators=[MinValueValidator(Decimal(0))],
         help_text="Charged on the cost of BYOK requests, drawn from credits.",
     )
+    prepaid = models.BooleanField(
+        default=True,
+        help_text="Requests need credits: platform-key usage draws its cost, BYOK usage the fee. "
+        "Off for invoiced plans (usage is still written to the ledger).",
+    )
     sort_order = models.PositiveSmallIntegerField(default=0)
 
     class Meta:

@@ -9,7 +9,6 @@ database connections, so the test's data must be committed.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import socket
 import threading
 import time
@@ -20,9 +19,6 @@ import uvicorn
 
 from config.asgi import SwitchyardApp
 from routing.gateway.state import GatewayState
-
-_versions = itertools.count(1)
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -70,7 +66,10 @@ class LiveGateway:
 
     def sync(self) -> None:
         """Reload the snapshot now and forget provider health: the test's data is what counts."""
-        self.run(self.state.reload(f"test-{next(_versions)}"))
+        async def reload() -> None:
+            await self.state.reload(await self.state._read_version())
+
+        self.run(reload())
         health = self.state.health
         health.error_rates.clear()
         health.cooling = health.probing = frozenset()

@@ -32,6 +32,7 @@ class UsageEntry:
     cached_tokens: int = 0
     output_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+    credit_debit_usd: Decimal = Decimal(0)  # cost on a platform key, the fee on BYOK
     latency_ms: int = 0
     ttft_ms: int | None = None
     error: str = ""

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 
 from tenants.models import EndUser, TenantAPIKey
+from usage.choices import KeySource, LedgerKind
 from usage.entries import UsageEntry
-from usage.models import UsageRecord
+from usage.models import CreditLedgerEntry, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +82,31 @@ def write_usage(entries: Sequence[UsageEntry]) -> int:
             for e in entries
         ]
         UsageRecord.objects.bulk_create(rows, batch_size=1000)
+        CreditLedgerEntry.objects.bulk_create(_debits(entries))
         _stamp_last_used(entries)
     return len(rows)
+
+
+def _debits(entries: Sequence[UsageEntry]) -> list[CreditLedgerEntry]:
+    """One ledger entry per tenant and kind per batch: the sum of the batch's debits.
+
+    Written in the same transaction as the usage rows, so a request is recorded if and only
+    if it is charged, and the ledger stays small (a row per batch, not per request).
+    """
+    totals: dict[tuple[int, str], tuple[Decimal, int]] = {}
+    for e in entries:
+        if e.credit_debit_usd:
+            kind = (
+                LedgerKind.USAGE if e.key_source == KeySource.PLATFORM else LedgerKind.PLATFORM_FEE
+            )
+            amount, count = totals.get((e.tenant_id, kind), (Decimal(0), 0))
+            totals[(e.tenant_id, kind)] = (amount + e.credit_debit_usd, count + 1)
+    return [
+        CreditLedgerEntry(
+            tenant_id=tenant_id, kind=kind, amount_usd=-amount, reason=f"{count} upstream attempts"
+        )
+        for (tenant_id, kind), (amount, count) in totals.items()
+    ]
 
 
 def _stamp_last_used(entries: Sequence[UsageEntry]) -> None:

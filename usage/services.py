@@ -7,8 +7,9 @@ from typing import Any
 
 from django.db import transaction
 
-from tenants import audit, config_version
+from tenants import audit
 from tenants.models import Tenant
+from usage import counters
 from usage.choices import LedgerKind
 from usage.models import CreditLedgerEntry
 from usage.money import quantize_usd
@@ -53,7 +54,10 @@ def grant_credits(
             target=entry,
             changes={"kind": kind, "amount_usd": str(amount), "reason": reason},
         )
-        # A tenant out of credits gets 402 from the gateway until its snapshot reloads.
+        # The gateway checks credits against a live balance in Redis: move it too, once the
+        # entry is committed (a balance not loaded yet is seeded from the ledger later).
         tenant_id = tenant.pk
-        transaction.on_commit(lambda: config_version.bump(tenant_id=tenant_id))
+        transaction.on_commit(
+            lambda: counters.adjust_credit_balance(tenant_id=tenant_id, amount_usd=amount)
+        )
     return entry

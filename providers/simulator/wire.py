@@ -82,10 +82,8 @@ def parse_head(buf: bytearray) -> Head | None:
     if length > MAX_BODY_BYTES:
         raise HttpError(413, "request body too large")
     connection = headers.get("connection", "").lower()
-    if version == "HTTP/1.1":
-        keep_alive = connection != "close"
-    else:
-        keep_alive = connection == "keep-alive"
+    # HTTP/1.1 keeps connections open unless told otherwise; HTTP/1.0 only if asked.
+    keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
     path, _, query = target.partition("?")
     return Head(method.upper(), path, query, headers, length, keep_alive, end + 4)
 

@@ -25,6 +25,7 @@ from routing.gateway.auth import authenticate
 from routing.gateway.errors import GatewayError
 from routing.gateway.events import report_invalid_key
 from routing.gateway.http import SSE_HEADERS, read_body, send_json
+from routing.gateway.limits import credit_debit
 from routing.gateway.requests import (
     ChatFacts,
     apply_settings,
@@ -66,6 +67,11 @@ class Call:
     power_level: int
     is_stream: bool = False
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # Totals over every attempt, for settling the reservation.
+    cost_usd: Decimal = Decimal(0)
+    debit_usd: Decimal = Decimal(0)
+    tokens: int = 0
+    limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 def _resolve_caller(
@@ -168,6 +174,10 @@ def _record(
 ) -> None:
     now = time.perf_counter()
     usage = usage or Usage()
+    debit = credit_debit(cost, ref.source, call.tenant.plan) if cost else Decimal(0)
+    call.cost_usd += cost
+    call.debit_usd += debit
+    call.tokens += usage.input_tokens + usage.cached_tokens + usage.output_tokens
     state.sink.add(
         UsageEntry(
             created_at=timezone.now(),
@@ -190,6 +200,7 @@ def _record(
             cached_tokens=usage.cached_tokens,
             output_tokens=usage.output_tokens,
             cost_usd=cost,
+            credit_debit_usd=debit,
             latency_ms=int((now - started) * 1000),
             ttft_ms=int((ttft - started) * 1000) if ttft is not None else None,
             error=error,
@@ -289,6 +300,7 @@ def _headers(
     ]
     if cost is not None:
         headers.append((b"x-switchyard-cost-usd", str(cost).encode()))
+    headers.extend(call.limit_headers)
     return headers
 
 
@@ -329,11 +341,48 @@ async def chat_completions(state: GatewayState, scope: dict, receive, send) -> N
             needs_json=facts.needs_json,
         ),
     )
-    if facts.stream:
-        call.is_stream = True
-        await _stream(state, call, chain, body, facts, receive, send)
-    else:
-        await _complete(state, call, chain, body, send)
+    reservation = await _admit(state, call, chain, facts.prompt_tokens, facts.max_tokens)
+    try:
+        if facts.stream:
+            call.is_stream = True
+            await _stream(state, call, chain, body, facts, receive, send)
+        else:
+            await _complete(state, call, chain, body, send)
+    finally:
+        _settle(state, call, reservation)
+
+
+async def _admit(
+    state: GatewayState, call: Call, chain, prompt_tokens: int, max_tokens: int | None
+):
+    """Rate limits, caps and credits: 429 / 402 here, before any upstream call."""
+    plan, seeds = state.limits.plan_for(
+        tenant=call.tenant,
+        key_id=call.key.id,
+        key_rpm=call.key.requests_per_minute,
+        end_user_external_id=call.end_user_external_id,
+        chain=chain,
+        keys=call.keys,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        now_ms=int(time.time() * 1000),
+    )
+    reservation = await state.limits.admit(
+        plan, seeds, call.tenant, prompt_tokens + (max_tokens or 0)
+    )
+    if reservation is not None:
+        call.limit_headers = reservation.headers
+    return reservation
+
+
+def _settle(state: GatewayState, call: Call, reservation) -> None:
+    """Replace the reservation by what the attempts cost (in the background)."""
+    if reservation is not None:
+        state.spawn(
+            state.limits.settle(
+                reservation, cost=call.cost_usd, tokens=call.tokens, debit=call.debit_usd
+            )
+        )
 
 
 async def _complete(
@@ -559,6 +608,17 @@ async def embeddings(state: GatewayState, scope: dict, receive, send) -> None:
     request = _route_request(state, call, model, prompt_tokens=prompt_tokens, mode="embedding")
     # Aliases pick among embedding models of the level; an explicit model is taken as is.
     chain = _chain(state, call, request)
+    reservation = await _admit(state, call, chain, prompt_tokens, None)
+    try:
+        await _embed(state, call, chain, body, prompt_tokens, send)
+    finally:
+        _settle(state, call, reservation)
+
+
+async def _embed(
+    state: GatewayState, call: Call, chain, body: dict, prompt_tokens: int, send
+) -> None:
+    snapshot = state.snapshot
     rejected: set[int] = set()
     for attempt, option in enumerate(chain, 1):
         ref = call.keys[option.provider_id]

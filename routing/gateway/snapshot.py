@@ -17,7 +17,9 @@ from routing import selectors
 from routing.choices import DEFAULT_POWER_LEVEL
 from routing.router import ModelOption, Policy, RoutingTable, build_table
 from tenants.crypto import DecryptionError
-from usage.choices import KeySource
+from usage import selectors as usage_selectors
+from usage.choices import CapMode, CapScope, KeySource
+from usage.limiter import to_units
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,22 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class CapInfo:
+    amount_units: int  # 1e-8 USD
+    is_hard: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TenantCaps:
+    tenant: CapInfo | None = None
+    each_user: CapInfo | None = None
+    users: Mapping[str, CapInfo] = field(default_factory=dict)  # by end user external id
+
+
+NO_CAPS = TenantCaps()
+
+
+@dataclass(frozen=True, slots=True)
 class PlanInfo:
     slug: str
     requests_per_minute: int | None
@@ -68,6 +86,7 @@ class PlanInfo:
     tokens_per_minute: int | None
     allows_platform_keys: bool
     platform_fee_percent: Decimal
+    prepaid: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +97,7 @@ class TenantInfo:
     billing_day: int
     plan: PlanInfo
     settings: Settings
+    caps: TenantCaps = NO_CAPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +179,26 @@ class Snapshot:
         return found
 
 
+def _caps() -> dict[int, TenantCaps]:
+    found: dict[int, dict] = {}
+    for cap in usage_selectors.platform_enabled_caps():
+        info = CapInfo(to_units(cap.amount_usd), cap.mode == CapMode.HARD)
+        entry = found.setdefault(cap.tenant_id, {"tenant": None, "each_user": None, "users": {}})
+        if cap.scope == CapScope.TENANT:
+            entry["tenant"] = info
+        elif cap.scope == CapScope.EACH_USER:
+            entry["each_user"] = info
+        else:
+            entry["users"][cap.end_user.external_id] = info
+    return {tenant_id: TenantCaps(**entry) for tenant_id, entry in found.items()}
+
+
 def build_snapshot(version: str) -> Snapshot:
     """Load the configuration (sync; run it in a thread from async code)."""
     platform_settings = Settings().merged(selectors.platform_settings_row())
     tenant_rows = selectors.tenant_settings_rows()
 
+    caps = _caps()
     tenants = {}
     for t in selectors.platform_tenants():
         plan = t.plan
@@ -180,8 +215,10 @@ def build_snapshot(version: str) -> Snapshot:
                 tokens_per_minute=plan.tokens_per_minute,
                 allows_platform_keys=plan.allows_platform_keys,
                 platform_fee_percent=plan.platform_fee_percent,
+                prepaid=plan.prepaid,
             ),
             settings=platform_settings.merged(tenant_rows.get(t.pk)),
+            caps=caps.get(t.pk, NO_CAPS),
         )
 
     by_prefix: dict[str, list[tuple[str, APIKeyInfo]]] = {}

@@ -13,6 +13,7 @@ from django.conf import settings
 from providers.adapters import new_session
 from routing.gateway import tokens
 from routing.gateway.health import ProviderHealth
+from routing.gateway.limits import Limits
 from routing.gateway.snapshot import Snapshot, build_snapshot
 from routing.gateway.usage_sink import UsageSink
 from tenants import config_version
@@ -30,6 +31,7 @@ class GatewayState:
         self.redis: aioredis.Redis | None = None
         self.health: ProviderHealth | None = None
         self.sink: UsageSink | None = None
+        self.limits: Limits | None = None
         self._poller: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self.max_body = settings.SWITCHYARD_MAX_BODY_BYTES
@@ -60,6 +62,7 @@ class GatewayState:
             batch_size=settings.SWITCHYARD_USAGE_BATCH_SIZE,
         )
         self.sink.start()
+        self.limits = Limits()
         await self.reload(await self._read_version())
         self.spawn(asyncio.to_thread(tokens.warm_up))
         self._poller = asyncio.get_running_loop().create_task(self._poll())
@@ -74,6 +77,8 @@ class GatewayState:
             await self.sink.close()
         if self.session:
             await self.session.close()
+        if self.limits:
+            await self.limits.close()
         if self.redis:
             await self.redis.aclose()
 

@@ -10,6 +10,7 @@ import pytest
 from providers.choices import KeyScope, KeyStatus, ProviderKind, WireProtocol
 from providers.models import Provider, ProviderKey
 from routing.models import CatalogModel
+from usage.models import CreditLedgerEntry
 from tests.factories import (
     CatalogModelFactory,
     ProviderFactory,
@@ -66,6 +67,7 @@ def platform_key(provider: Provider, secret: str) -> ProviderKey:
 def world(gateway, sim) -> World:
     ensure_default_data()
     tenant = TenantFactory(slug="acme", name="Acme")
+    CreditLedgerEntry.objects.create(tenant=tenant, kind="grant", amount_usd=Decimal(100))
     key = TenantAPIKeyFactory(tenant=tenant)
     openai = add_provider(sim.url, "sim-openai")
     anthropic = add_provider(sim.url, "sim-anthropic", protocol=WireProtocol.ANTHROPIC)

@@ -1,0 +1,323 @@
+"""The gateway's limits step: rate limits, spending caps and credits for one request.
+
+One Redis round trip admits the request (and reserves its maximum cost); one more, after
+the response, settles it. When Redis cannot be reached, rate limits fail open and money
+limits (hard caps, prepaid credits) fail closed, as configured; both are logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+import redis
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from routing.gateway.errors import GatewayError
+from routing.gateway.snapshot import CapInfo, PlanInfo, TenantInfo
+from routing.router import ModelOption
+from usage import counters, selectors
+from usage.choices import KeySource
+from usage.limiter import (
+    ADMITTED,
+    CAP_REACHED,
+    NEEDS_SEED,
+    NO_CREDITS,
+    RATE_LIMITED,
+    Admission,
+    Budget,
+    Credits,
+    Limiter,
+    Plan,
+    RateLimit,
+    to_units,
+)
+from usage.metrics import LIMITS_UNAVAILABLE
+from usage.money import quantize_usd
+from usage.periods import period_bounds
+
+logger = logging.getLogger(__name__)
+
+MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
+# A counter seeded for a period lives a day past the period's end, then expires.
+SEED_GRACE_MS = DAY
+MAX_SEEDS = 6
+
+
+@dataclass(slots=True)
+class Reservation:
+    plan: Plan
+    estimated_tokens: int
+    headers: list[tuple[bytes, bytes]]
+
+
+def _rate_limits(tenant: TenantInfo, key_id: int, key_rpm: int | None) -> list[RateLimit]:
+    plan: PlanInfo = tenant.plan
+    limits = []
+    for name, period, value in (
+        ("requests-minute", MINUTE, plan.requests_per_minute),
+        ("requests-hour", HOUR, plan.requests_per_hour),
+        ("requests-day", DAY, plan.requests_per_day),
+    ):
+        if value:
+            limits.append(
+                RateLimit(counters.rate_limit_key(tenant.id, name), period, value, name=name)
+            )
+    if key_rpm:
+        limits.append(
+            RateLimit(counters.api_key_rate_limit_key(key_id), MINUTE, key_rpm, name="key-minute")
+        )
+    if plan.tokens_per_minute:
+        limits.append(
+            RateLimit(
+                counters.rate_limit_key(tenant.id, "tokens-minute"),
+                MINUTE,
+                plan.tokens_per_minute,
+                is_tokens=True,
+                name="tokens",
+            )
+        )
+    return limits
+
+
+def _budget(kind: str, who: str, period: date, cap: CapInfo, ttl_ms: int) -> Budget:
+    spent_key, reserved_key = counters.budget_keys(kind, who, period)
+    return Budget(
+        spent_key=spent_key,
+        reserved_key=reserved_key,
+        cap_units=cap.amount_units,
+        is_hard=cap.is_hard,
+        seed_ttl_ms=ttl_ms,
+        name=kind,
+    )
+
+
+def max_cost(option: ModelOption, prompt_tokens: int, max_tokens: int | None) -> Decimal:
+    """The most this attempt can cost: the estimated prompt plus every token it may write."""
+    output = max_tokens or option.max_output_tokens
+    return quantize_usd(
+        (prompt_tokens * option.input_price + output * option.output_price) / Decimal(1_000_000)
+    )
+
+
+def credit_debit(cost: Decimal, source: int | None, plan: PlanInfo) -> Decimal:
+    """What an attempt draws from credits: its cost on a platform key, the fee on BYOK."""
+    if source == KeySource.PLATFORM:
+        return cost
+    return quantize_usd(cost * plan.platform_fee_percent / 100)
+
+
+class Limits:
+    def __init__(self) -> None:
+        self.limiter = Limiter(counters.async_client())
+        self.rate_limits_fail_open = settings.SWITCHYARD_RATE_LIMITS_FAIL_OPEN
+        self.caps_fail_closed = settings.SWITCHYARD_CAPS_FAIL_CLOSED
+
+    async def close(self) -> None:
+        await self.limiter.redis.aclose()
+
+    def plan_for(
+        self,
+        *,
+        tenant: TenantInfo,
+        key_id: int,
+        key_rpm: int | None,
+        end_user_external_id: str | None,
+        chain: list[ModelOption],
+        keys: dict,
+        prompt_tokens: int,
+        max_tokens: int | None,
+        now_ms: int,
+    ) -> tuple[Plan, dict[str, tuple]]:
+        """The limits for this request and, per money counter, how to seed it."""
+        rate_limits = _rate_limits(tenant, key_id, key_rpm)
+        estimated_tokens = prompt_tokens + (max_tokens or 0)
+        costs = [1 if not r.is_tokens else estimated_tokens for r in rate_limits]
+        budgets: list[Budget] = []
+        seeds: dict[str, tuple] = {}
+        caps = tenant.caps
+        if caps.tenant or caps.each_user or caps.users:
+            start, end = period_bounds(tenant.billing_day, timezone.now())
+            ttl_ms = int((end.timestamp() * 1000) - now_ms) + SEED_GRACE_MS
+            if caps.tenant:
+                budget = _budget("t", str(tenant.id), start.date(), caps.tenant, ttl_ms)
+                budgets.append(budget)
+                seeds[budget.spent_key] = ("spend", budget, start, end, None)
+            user_cap = caps.users.get(end_user_external_id) if end_user_external_id else None
+            user_cap = user_cap or (caps.each_user if end_user_external_id else None)
+            if user_cap:
+                budget = _budget(
+                    "u", f"{tenant.id}:{end_user_external_id}", start.date(), user_cap, ttl_ms
+                )
+                budgets.append(budget)
+                seeds[budget.spent_key] = ("spend", budget, start, end, end_user_external_id)
+        reserve = max(max_cost(o, prompt_tokens, max_tokens) for o in chain)
+        credits = None
+        credit_units = 0
+        if tenant.plan.prepaid:
+            balance_key, reserved_key = counters.credit_keys(tenant.id)
+            credits = Credits(balance_key, reserved_key, enforce=True)
+            seeds[balance_key] = ("credits", reserved_key)
+            credit_units = max(
+                to_units(
+                    credit_debit(
+                        max_cost(o, prompt_tokens, max_tokens),
+                        keys[o.provider_id].source,
+                        tenant.plan,
+                    )
+                )
+                for o in chain
+            )
+        plan = Plan(rate_limits, costs, budgets, to_units(reserve), credits, credit_units)
+        return plan, seeds
+
+    async def admit(
+        self, plan: Plan, seeds: dict[str, tuple], tenant: TenantInfo, estimated_tokens: int
+    ) -> Reservation | None:
+        """Admit or refuse (429 / 402); None when Redis is down and the request goes unmetered."""
+        try:
+            for _ in range(MAX_SEEDS):
+                admission = await self.limiter.admit(plan, int(time.time() * 1000))
+                if admission.status != NEEDS_SEED:
+                    break
+                await self._seed(admission.seed_key, seeds, tenant)
+            else:
+                raise GatewayError(
+                    503, "Limits could not be loaded; retry.", code="limits_unavailable"
+                )
+        except (redis.RedisError, OSError):
+            return self._unavailable(plan, tenant)
+        headers = _headers(admission)
+        if admission.status == RATE_LIMITED:
+            limit = admission.rate_limits[admission.denied_index - 1]
+            retry = max(1, math.ceil(admission.retry_after_ms / 1000))
+            raise GatewayError(
+                429,
+                f"Rate limit reached ({limit.limit} {_unit(limit)} per "
+                f"{_period_name(limit.period_ms)}). Retry after {retry} s.",
+                code="rate_limit_exceeded",
+                headers=[(b"retry-after", str(retry).encode()), *headers],
+            )
+        if admission.status == CAP_REACHED:
+            budget = plan.budgets[admission.denied_index - 1]
+            who = "this tenant's" if budget.name == "t" else "this end user's"
+            raise GatewayError(
+                402,
+                f"The request could exceed {who} monthly spending cap; it was refused.",
+                code="spending_cap_reached",
+                headers=headers,
+            )
+        if admission.status == NO_CREDITS:
+            raise GatewayError(
+                402,
+                "Not enough credits for this request. Add credits to continue.",
+                code="insufficient_credits",
+                headers=headers,
+            )
+        assert admission.status == ADMITTED  # noqa: S101 - the script returns nothing else
+        return Reservation(plan, estimated_tokens, headers)
+
+    def _unavailable(self, plan: Plan, tenant: TenantInfo) -> None:
+        guards_money = plan.credits is not None or any(b.is_hard for b in plan.budgets)
+        LIMITS_UNAVAILABLE.labels(kind="admit").inc()
+        logger.error("limits.redis_unavailable", extra={"tenant_id": tenant.id})
+        if guards_money and self.caps_fail_closed:
+            raise GatewayError(
+                503,
+                "Spending limits cannot be checked right now, so the request was refused. "
+                "Retry shortly.",
+                code="limits_unavailable",
+            )
+        if not self.rate_limits_fail_open:
+            raise GatewayError(
+                503, "Rate limits cannot be checked right now.", code="limits_unavailable"
+            )
+        return
+
+    async def _seed(self, key: str, seeds: dict[str, tuple], tenant: TenantInfo) -> None:
+        spec = seeds[key]
+        if spec[0] == "spend":
+            _, budget, start, end, external_id = spec
+            amount = await asyncio.to_thread(
+                _db,
+                selectors.spent_between,
+                tenant_id=tenant.id,
+                start=start,
+                end=end,
+                end_user_external_id=external_id,
+            )
+            await self.limiter.seed(key, to_units(amount), budget.seed_ttl_ms, budget.reserved_key)
+        else:
+            amount = await asyncio.to_thread(_db, selectors.credit_balance, tenant_id=tenant.id)
+            await self.limiter.seed(key, to_units(amount), None, spec[1])
+
+    async def settle(
+        self, reservation: Reservation, *, cost: Decimal, tokens: int, debit: Decimal
+    ) -> None:
+        try:
+            await self.limiter.settle(
+                reservation.plan,
+                int(time.time() * 1000),
+                actual_units=to_units(cost),
+                actual_tokens=tokens,
+                credit_units=to_units(debit),
+            )
+        except (redis.RedisError, OSError):
+            LIMITS_UNAVAILABLE.labels(kind="settle").inc()
+            logger.error("limits.settle_failed")
+
+
+def _db(fn, **kwargs):
+    close_old_connections()
+    try:
+        return fn(**kwargs)
+    finally:
+        close_old_connections()
+
+
+def _unit(limit: RateLimit) -> str:
+    return "tokens" if limit.is_tokens else "requests"
+
+
+def _period_name(ms: int) -> str:
+    return {MINUTE: "minute", HOUR: "hour", DAY: "day"}.get(ms, f"{ms // 1000} s")
+
+
+def _duration(ms: int) -> bytes:
+    return f"{max(ms, 0) / 1000:.3f}s".encode()
+
+
+def _headers(admission: Admission) -> list[tuple[bytes, bytes]]:
+    """OpenAI's x-ratelimit-* headers: the tightest per-minute request limit and the TPM."""
+    headers = []
+    requests = [
+        (limit, remaining, reset)
+        for limit, remaining, reset in zip(
+            admission.rate_limits, admission.remaining, admission.reset_ms, strict=False
+        )
+        if not limit.is_tokens and limit.period_ms == MINUTE
+    ]
+    if requests:
+        limit, remaining, reset = min(requests, key=lambda row: row[1])
+        headers += [
+            (b"x-ratelimit-limit-requests", str(min(r[0].limit for r in requests)).encode()),
+            (b"x-ratelimit-remaining-requests", str(max(remaining, 0)).encode()),
+            (b"x-ratelimit-reset-requests", _duration(reset)),
+        ]
+    for limit, remaining, reset in zip(
+        admission.rate_limits, admission.remaining, admission.reset_ms, strict=False
+    ):
+        if limit.is_tokens:
+            headers += [
+                (b"x-ratelimit-limit-tokens", str(limit.limit).encode()),
+                (b"x-ratelimit-remaining-tokens", str(max(remaining, 0)).encode()),
+                (b"x-ratelimit-reset-tokens", _duration(reset)),
+            ]
+    return headers
