@@ -20,6 +20,7 @@ import uvicorn
 from config.asgi import SwitchyardApp
 from routing.gateway.state import GatewayState
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,6 +67,7 @@ class LiveGateway:
 
     def sync(self) -> None:
         """Reload the snapshot now and forget provider health: the test's data is what counts."""
+
         async def reload() -> None:
             await self.state.reload(await self.state._read_version())
 
@@ -76,6 +78,17 @@ class LiveGateway:
         health._local_cool.clear()
         health._local_probe.clear()
         health._local_fail.clear()
+
+    def wait_for_config(self, timeout: float = 3.0) -> None:
+        """Wait until the server has loaded the configuration version now current."""
+        from tenants import config_version
+
+        wanted = config_version.read_sync()
+        deadline = time.monotonic() + timeout
+        while self.state.snapshot.version != wanted:
+            if time.monotonic() > deadline:
+                raise AssertionError("the gateway did not pick up the configuration change")
+            time.sleep(0.02)
 
     def flush_usage(self) -> None:
         """Write queued usage records now."""
@@ -100,3 +113,84 @@ def gateway(live_gateway: LiveGateway, transactional_db, sim) -> Iterator[LiveGa
     live_gateway.state.sink.pending.clear()
     yield live_gateway
     live_gateway.state.sink.pending.clear()
+
+
+class GatewayProcess:
+    """A separate uvicorn process serving Switchyard on the test database (multi-process tests)."""
+
+    def __init__(self, **env: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        from django.conf import settings
+        from django.db import connection
+
+        db = connection.settings_dict
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
+            f"{db['PORT'] or 5432}/{db['NAME']}",
+            "REDIS_URL": settings.REDIS_URL,
+            "SWITCHYARD_CONFIG_POLL_SECONDS": "0.1",
+            "SWITCHYARD_USAGE_FLUSH_SECONDS": "0.1",
+            **env,
+        }
+        self.process = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--lifespan",
+                "on",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env=environment,
+        )
+        self._wait()
+
+    def _wait(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("the gateway process exited")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the gateway process did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except Exception:  # a stuck process must not hang the suite
+            self.process.kill()
+
+
+@pytest.fixture
+def gateway_process(gateway):
+    """Start extra gateway processes on the test's database: `gateway_process(**env)`."""
+    started: list[GatewayProcess] = []
+
+    def start(**env: str) -> GatewayProcess:
+        process = GatewayProcess(**env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

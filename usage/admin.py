@@ -15,7 +15,12 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from tenants.admin_mixins import AuditedAdminMixin, ReadOnlyAdminMixin, adopt_saved
+from tenants.admin_mixins import (
+    AuditedAdminMixin,
+    ReadOnlyAdminMixin,
+    adopt_saved,
+    changelist_link,
+)
 from usage import services
 from usage.choices import LedgerKind
 from usage.models import MONEY, Alert, CreditLedgerEntry, SpendingCap, UsageRecord
@@ -60,7 +65,7 @@ class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     list_display = [
         "created_at",
-        "tenant",
+        "tenant_link",
         "end_user",
         "provider_name",
         "model_name",
@@ -93,6 +98,11 @@ class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 _model_name=_name_of("routing", "CatalogModel", "model_id"),
             )
         )
+
+    @admin.display(description="tenant")
+    def tenant_link(self, obj: UsageRecord):
+        # Drill down: this tenant's usage only (the tenant list would be a huge filter).
+        return changelist_link(UsageRecord, obj.tenant, tenant__id__exact=obj.tenant_id)
 
     @admin.display(description="provider")
     def provider_name(self, obj: UsageRecord) -> str:

@@ -15,6 +15,9 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
+REDIS_POOL_SIZE = 64
+REDIS_POOL_WAIT_SECONDS = 5.0
+
 
 @functools.cache
 def _fake_server():
@@ -28,9 +31,17 @@ def async_client():
     if settings.REDIS_URL:
         import redis.asyncio as aioredis
 
-        return aioredis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0
+        # A blocking pool: past its size a call waits for a connection instead of failing
+        # (redis-py's default pool raises MaxConnectionsError under a burst). 64 connections
+        # keep a 2-core Redis busy; more only queue inside Redis.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=REDIS_POOL_SIZE,
+            timeout=REDIS_POOL_WAIT_SECONDS,
+            socket_timeout=2.0,
+            socket_connect_timeout=1.0,
         )
+        return aioredis.Redis(connection_pool=pool)
     import fakeredis
 
     return fakeredis.FakeAsyncRedis(server=_fake_server())

@@ -13,6 +13,10 @@ def quantize_usd(amount: Decimal) -> Decimal:
     return amount.quantize(USD_PLACES, rounding=ROUND_HALF_UP)
 
 
+def quantize_cents(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
 def token_cost(
     *,
     input_tokens: int,

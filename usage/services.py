@@ -7,12 +7,12 @@ from typing import Any
 
 from django.db import transaction
 
-from tenants import audit
+from tenants import audit, config_version
 from tenants.models import Tenant
 from usage import counters
 from usage.choices import LedgerKind
-from usage.models import CreditLedgerEntry
-from usage.money import quantize_usd
+from usage.models import CreditLedgerEntry, SpendingCap
+from usage.money import quantize_cents, quantize_usd
 
 # What staff may add by hand; usage and platform fees are written by metering only.
 GRANTABLE_KINDS = (LedgerKind.GRANT, LedgerKind.PURCHASE, LedgerKind.ADJUSTMENT)
@@ -61,3 +61,41 @@ def grant_credits(
             lambda: counters.adjust_credit_balance(tenant_id=tenant_id, amount_usd=amount)
         )
     return entry
+
+
+def set_spending_cap(
+    *,
+    tenant: Tenant,
+    scope: str,
+    amount_usd: Decimal,
+    mode: str,
+    actor: Any,
+    end_user: Any = None,
+    alert_thresholds: list[int] | None = None,
+    is_enabled: bool = True,
+) -> SpendingCap:
+    """Create or change the tenant's cap of `scope` (or `end_user`'s); applies to the next
+    request on every web process (the config version is bumped)."""
+    if end_user is not None and end_user.tenant_id != tenant.pk:
+        raise ValueError("The end user belongs to another tenant.")
+    cap = SpendingCap.objects.filter(tenant=tenant, scope=scope, end_user=end_user).first()
+    old = (str(cap.amount_usd), cap.mode, cap.is_enabled) if cap else None
+    cap = cap or SpendingCap(tenant=tenant, scope=scope, end_user=end_user)
+    cap.amount_usd = quantize_cents(Decimal(amount_usd))
+    cap.mode = mode
+    cap.is_enabled = is_enabled
+    if alert_thresholds is not None:
+        cap.alert_thresholds = sorted(set(alert_thresholds))
+    cap.full_clean()
+    with transaction.atomic():
+        cap.save()
+        audit.record(
+            actor=actor,
+            tenant=tenant,
+            action="spending_cap.changed" if old else "spending_cap.created",
+            target=cap,
+            changes={"before": old, "after": [str(cap.amount_usd), cap.mode, cap.is_enabled]},
+        )
+        tenant_id = tenant.pk
+        transaction.on_commit(lambda: config_version.bump(tenant_id=tenant_id))
+    return cap

@@ -92,7 +92,7 @@ class Adapter(Protocol):
         target: Target,
         body: dict[str, Any],
         *,
-        timeout: aiohttp.ClientTimeout,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp applies it per phase
     ) -> ChatResult:
         """Send a non-streamed chat request (`body` in OpenAI's format)."""
         ...
@@ -121,13 +121,17 @@ class Adapter(Protocol):
         target: Target,
         body: dict[str, Any],
         *,
-        timeout: aiohttp.ClientTimeout,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp applies it per phase
     ) -> ChatResult:
         """Send an embeddings request; OpenAI-format response bytes and usage."""
         ...
 
     async def list_models(
-        self, session: aiohttp.ClientSession, target: Target, *, timeout: aiohttp.ClientTimeout
+        self,
+        session: aiohttp.ClientSession,
+        target: Target,
+        *,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp applies it per phase
     ) -> list[str]:
         """Model ids the upstream offers."""
         ...

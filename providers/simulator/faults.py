@@ -114,10 +114,11 @@ class PathControls:
     fault: str | None = None
     latency_ms: float | None = None
     tokens_per_second: float | None = None
+    cached_tokens: float | None = None
 
 
 def parse_path_controls(path: str) -> PathControls:
-    """Strip leading ``/fault/<spec>``, ``/latency/<ms>`` and ``/tps/<n>`` segments.
+    """Strip leading ``/fault/<spec>``, ``/latency/<ms>``, ``/tps/<n>`` and ``/cached/<n>``.
 
     They let a gateway provider's base URL (``http://sim/fault/500/v1``) select a
     behaviour for every request it sends, in any order and combination.
@@ -125,9 +126,10 @@ def parse_path_controls(path: str) -> PathControls:
     fault: str | None = None
     latency: float | None = None
     tps: float | None = None
+    cached: float | None = None
     segments = path.split("/")
     index = 1
-    while index + 1 < len(segments) and segments[index] in ("fault", "latency", "tps"):
+    while index + 1 < len(segments) and segments[index] in ("fault", "latency", "tps", "cached"):
         kind, value = segments[index], unquote(segments[index + 1])
         if kind == "fault":
             fault = value
@@ -138,11 +140,13 @@ def parse_path_controls(path: str) -> PathControls:
                 raise FaultError(f"/{kind}/ needs a number, got {value!r}") from None
             if kind == "latency":
                 latency = number
+            elif kind == "cached":
+                cached = number
             else:
                 tps = number
         index += 2
     api_path = "/" + "/".join(segments[index:])
-    return PathControls(api_path, fault, latency, tps)
+    return PathControls(api_path, fault, latency, tps, cached)
 
 
 def select_fault(

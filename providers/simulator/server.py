@@ -303,11 +303,12 @@ class Simulator:
         call.entry["model"] = model if isinstance(model, str) else None
         return payload
 
-    def _knobs(self, headers: dict[str, str]) -> Knobs:
+    def _knobs(self, headers: dict[str, str], controls: PathControls) -> Knobs:
         output = _number(headers, "x-sim-output-tokens")
+        cached = _number(headers, "x-sim-cached-tokens")
         return Knobs(
             output_tokens=int(output) if output is not None else self.config.output_tokens,
-            cached_tokens=int(_number(headers, "x-sim-cached-tokens") or 0),
+            cached_tokens=int(cached if cached is not None else controls.cached_tokens or 0),
             cache_creation_tokens=int(_number(headers, "x-sim-cache-creation-tokens") or 0),
         )
 
@@ -324,7 +325,7 @@ class Simulator:
                 lambda ex, mode: openai_protocol.embeddings_json(embeddings, mode),
                 generating=True,
             )
-        knobs = self._knobs(call.request.headers)
+        knobs = self._knobs(call.request.headers, call.controls)
         if endpoint == "chat":
             ex = openai_protocol.parse_chat(payload, seq=entry["seq"], knobs=knobs)
             render_json, render_frames = openai_protocol.chat_json, openai_protocol.chat_frames

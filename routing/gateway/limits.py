@@ -192,8 +192,8 @@ class Limits:
                 raise GatewayError(
                     503, "Limits could not be loaded; retry.", code="limits_unavailable"
                 )
-        except (redis.RedisError, OSError):
-            return self._unavailable(plan, tenant)
+        except (redis.RedisError, OSError) as exc:
+            return self._unavailable(plan, tenant, exc)
         headers = _headers(admission)
         if admission.status == RATE_LIMITED:
             limit = admission.rate_limits[admission.denied_index - 1]
@@ -224,10 +224,10 @@ class Limits:
         assert admission.status == ADMITTED  # noqa: S101 - the script returns nothing else
         return Reservation(plan, estimated_tokens, headers)
 
-    def _unavailable(self, plan: Plan, tenant: TenantInfo) -> None:
+    def _unavailable(self, plan: Plan, tenant: TenantInfo, exc: Exception) -> None:
         guards_money = plan.credits is not None or any(b.is_hard for b in plan.budgets)
         LIMITS_UNAVAILABLE.labels(kind="admit").inc()
-        logger.error("limits.redis_unavailable", extra={"tenant_id": tenant.id})
+        logger.error("limits.redis_unavailable %s", repr(exc)[:300], extra={"tenant_id": tenant.id})
         if guards_money and self.caps_fail_closed:
             raise GatewayError(
                 503,

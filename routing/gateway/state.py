@@ -7,7 +7,6 @@ import logging
 import time
 
 import aiohttp
-import redis.asyncio as aioredis
 from django.conf import settings
 
 from providers.adapters import new_session
@@ -17,6 +16,7 @@ from routing.gateway.limits import Limits
 from routing.gateway.snapshot import Snapshot, build_snapshot
 from routing.gateway.usage_sink import UsageSink
 from tenants import config_version
+from usage import counters
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class GatewayState:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.snapshot: Snapshot | None = None
         self.session: aiohttp.ClientSession | None = None
-        self.redis: aioredis.Redis | None = None
+        self.redis = None  # redis.asyncio.Redis when REDIS_URL is set
         self.health: ProviderHealth | None = None
         self.sink: UsageSink | None = None
         self.limits: Limits | None = None
@@ -48,9 +48,7 @@ class GatewayState:
         started = time.perf_counter()
         self.loop = asyncio.get_running_loop()
         if settings.REDIS_URL:
-            self.redis = aioredis.Redis.from_url(
-                settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0
-            )
+            self.redis = counters.async_client()
         self.health = ProviderHealth(
             self.redis,
             failures=settings.SWITCHYARD_COOLDOWN_FAILURES,

@@ -12,7 +12,7 @@ import pytest
 from providers.choices import KeyStatus
 from providers.models import ProviderKey
 from tests.factories import CatalogModelFactory, ProviderKeyFactory
-from tests.routing.conftest import add_provider, platform_key
+from tests.world_fixtures import add_provider, platform_key
 from usage.choices import Outcome
 from usage.models import Alert, UsageRecord
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import httpx
 
 from tests.factories import CatalogModelFactory
-from tests.routing.conftest import add_provider, platform_key
+from tests.world_fixtures import add_provider, platform_key
 from usage.choices import Outcome
 from usage.models import UsageRecord
 

@@ -10,7 +10,6 @@ import pytest
 from providers.choices import KeyScope, KeyStatus, ProviderKind, WireProtocol
 from providers.models import Provider, ProviderKey
 from routing.models import CatalogModel
-from usage.models import CreditLedgerEntry
 from tests.factories import (
     CatalogModelFactory,
     ProviderFactory,
@@ -19,6 +18,7 @@ from tests.factories import (
     TenantFactory,
     ensure_default_data,
 )
+from usage.models import CreditLedgerEntry
 
 
 @dataclass
