@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from tenants import audit, config_version
+from tenants import audit, config_version, crypto
 from tenants.choices import DEFAULT_SCOPES, Role, Scope
 from tenants.models import EndUser, Membership, Plan, Tenant, TenantAPIKey
 
@@ -161,6 +163,72 @@ def create_user(*, username: str, password: str, email: str = "", is_staff: bool
     return user
 
 
+# Rows read, re-encrypted and written per transaction: short transactions, few round trips.
+ROTATION_BATCH_SIZE = 500
+logger = logging.getLogger(__name__)
+
+
+def rotate_encryption_keys(
+    *,
+    actor: Any = None,
+    dry_run: bool = False,
+    batch_size: int = ROTATION_BATCH_SIZE,
+    report: Callable[[str, int, int], None] | None = None,
+) -> int:
+    """Re-encrypt every stored secret with the newest key; returns how many were rewritten.
+
+    Values the newest key already opens are left alone, so a second run rewrites nothing.
+    Each write is a compare-and-swap on the old ciphertext: a secret replaced meanwhile is
+    not overwritten. `report(label, rewritten, unreadable)` is called once per field.
+    """
+    newest = crypto.fernet(crypto.configured_keys()[:1])
+    total = 0
+    for model, field_name in crypto.encrypted_fields():
+        manager = model._base_manager
+        rewritten = unreadable = 0
+        last_pk = None
+        while True:
+            rows = manager.exclude(**{f"{field_name}__isnull": True}).exclude(**{field_name: ""})
+            if last_pk is not None:
+                rows = rows.filter(pk__gt=last_pk)
+            batch = list(rows.order_by("pk").values_list("pk", field_name)[:batch_size])
+            if not batch:
+                break
+            last_pk = batch[-1][0]
+            with transaction.atomic():
+                for pk, sealed in batch:
+                    try:
+                        newest.decrypt(sealed.ciphertext.encode())
+                        continue  # already under the newest key
+                    except InvalidToken:
+                        pass
+                    try:
+                        token = crypto.rotate(sealed.ciphertext)
+                    except crypto.DecryptionError:
+                        unreadable += 1
+                        logger.warning(
+                            "encryption.rotate_unreadable",
+                            extra={"model": model._meta.label, "field": field_name, "pk": pk},
+                        )
+                        continue
+                    if dry_run:
+                        rewritten += 1
+                        continue
+                    rewritten += manager.filter(pk=pk, **{field_name: sealed}).update(
+                        **{field_name: crypto.SealedSecret(token)}
+                    )
+        if report is not None:
+            report(f"{model._meta.label}.{field_name}", rewritten, unreadable)
+        total += rewritten
+    if total and not dry_run:
+        with transaction.atomic():
+            audit.record(
+                actor=actor, action="encryption_keys.rotated", changes={"rewritten": total}
+            )
+            transaction.on_commit(lambda: config_version.bump())
+    return total
+
+
 __all__ = [
     "InvalidScope",
     "Role",
@@ -171,5 +239,6 @@ __all__ = [
     "end_user_for_login",
     "get_or_create_end_user",
     "revoke_api_key",
+    "rotate_encryption_keys",
     "update_tenant",
 ]
