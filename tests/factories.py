@@ -42,7 +42,9 @@ def ensure_default_data() -> None:
 
     if not Plan.objects.exists():
         importlib.import_module("tenants.migrations.0002_default_plans").create_plans(apps, None)
-        importlib.import_module("tenants.migrations.0004_enterprise_is_invoiced").invoiced(apps, None)
+        importlib.import_module("tenants.migrations.0004_enterprise_is_invoiced").invoiced(
+            apps, None
+        )
     if not RoutingPolicy.objects.exists():
         importlib.import_module("routing.migrations.0002_default_policies").create_policies(
             apps, None

@@ -1,0 +1,90 @@
+"""Admin forms for providers and their keys."""
+
+from __future__ import annotations
+
+from django import forms
+
+from providers.choices import WireProtocol
+from providers.models import Provider, ProviderKey
+from providers.presets import preset_for
+
+
+class ProviderAdminForm(forms.ModelForm):
+    """Protocol and base URL may be left empty: the kind's preset fills them in."""
+
+    protocol = forms.ChoiceField(
+        choices=[("", "(the kind's default)"), *WireProtocol.choices], required=False
+    )
+    base_url = forms.URLField(
+        max_length=300,
+        required=False,
+        assume_scheme="https",
+        help_text="Up to and including the version, e.g. …/v1. Empty: the kind's default.",
+    )
+
+    class Meta:
+        model = Provider
+        fields = ["name", "slug", "kind", "protocol", "base_url", "options", "tenant", "is_enabled"]
+
+    def clean(self):
+        cleaned = super().clean()
+        kind = cleaned.get("kind")
+        if kind:
+            preset = preset_for(kind)
+            cleaned["protocol"] = cleaned.get("protocol") or preset.protocol
+            cleaned["base_url"] = (cleaned.get("base_url") or preset.base_url).rstrip("/")
+            if not cleaned["base_url"]:
+                self.add_error("base_url", "This kind has no default URL: enter the endpoint's.")
+        return cleaned
+
+
+class ProviderKeyAdminForm(forms.ModelForm):
+    """A write-only secret: never rendered back; on change, blank keeps the stored key.
+
+    The model's `secret` field is not part of the form at all, so neither the plaintext nor
+    the ciphertext can reach the page; the admin saves through providers.services.
+    """
+
+    new_secret = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+    class Meta:
+        model = ProviderKey
+        fields = ["provider", "tenant", "end_user", "label", "is_enabled"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        secret = self.fields["new_secret"]
+        if self.instance.pk is None:
+            secret.required = True
+            secret.help_text = "Stored encrypted; after saving only the last four characters show."
+        else:
+            secret.help_text = (
+                f"Stored key: {self.instance.masked}. Leave blank to keep it; a new key is "
+                "pending validation until tested."
+            )
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk is not None:
+            return cleaned  # the owner fields are read-only on change
+        provider = cleaned.get("provider")
+        tenant = cleaned.get("tenant")
+        end_user = cleaned.get("end_user")
+        if end_user is not None:
+            if tenant is None:
+                tenant = cleaned["tenant"] = end_user.tenant
+            elif end_user.tenant_id != tenant.pk:
+                self.add_error("end_user", "This end user belongs to another tenant.")
+        is_custom = provider is not None and provider.tenant_id is not None
+        if is_custom and (tenant is None or tenant.pk != provider.tenant_id):
+            self.add_error(
+                "tenant",
+                f"{provider} is a custom endpoint of {provider.tenant}; its keys belong "
+                "to that tenant.",
+            )
+        return cleaned

@@ -1,0 +1,1 @@
+"""The management API's tenancy: API-key authentication, permissions, tenant-scoped bases."""

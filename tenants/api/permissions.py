@@ -1,0 +1,57 @@
+"""Who may call a management-API view: API keys by scope, session users by role."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from rest_framework.permissions import BasePermission
+
+from tenants.choices import Role
+
+# Every role may read; `manage`-type views narrow this down.
+ALL_ROLES = (Role.OWNER, Role.ADMIN, Role.MEMBER, Role.VIEWER)
+# Roles that see the whole tenant's data (a member sees only their own end user's).
+TENANT_READERS = (Role.OWNER, Role.ADMIN, Role.VIEWER)
+
+
+class HasTenant(BasePermission):
+    """The caller resolved to an active tenant (an API key's, or the session's)."""
+
+    message = "You are not a member of an active tenant."
+
+    def has_permission(self, request, view) -> bool:
+        tenant = getattr(request, "tenant", None)
+        return tenant is not None and tenant.is_active
+
+
+# Named like the class it returns: it is used as one, `permission_classes = [HasScope(...)]`.
+@cache
+def HasScope(scope: str) -> type[BasePermission]:
+    """Permission class: an API-key caller needs `scope`; session users are judged by role."""
+
+    class _HasScope(BasePermission):
+        message = f"This API key lacks the '{scope}' scope."
+
+        def has_permission(self, request, view) -> bool:
+            key = getattr(request, "api_key", None)
+            return key is None or key.has_scope(scope)
+
+    _HasScope.__name__ = _HasScope.__qualname__ = f"HasScope_{scope}"
+    return _HasScope
+
+
+@cache
+def HasRole(*roles: str) -> type[BasePermission]:
+    """Permission class: a session user needs one of `roles`; API keys are judged by scope."""
+
+    class _HasRole(BasePermission):
+        message = "Your role in this tenant does not allow this."
+
+        def has_permission(self, request, view) -> bool:
+            if getattr(request, "api_key", None) is not None:
+                return True
+            membership = getattr(request, "membership", None)
+            return membership is not None and membership.role in roles
+
+    _HasRole.__name__ = _HasRole.__qualname__ = f"HasRole_{'_'.join(roles)}"
+    return _HasRole
