@@ -92,7 +92,7 @@ def set_spending_cap(
         audit.record(
             actor=actor,
             tenant=tenant,
-            action="spending_cap.changed" if old else "spending_cap.created",
+            action="spending_cap.updated" if old else "spending_cap.created",
             target=cap,
             changes={"before": old, "after": [str(cap.amount_usd), cap.mode, cap.is_enabled]},
         )
