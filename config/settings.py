@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_prometheus",
+    "django_celery_beat",
     "tenants",
     "providers",
     "routing",
@@ -172,6 +173,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# The schedule lives in the database (django-celery-beat) so staff see and change it in the
+# admin; config/celery.py's defaults are installed into it when beat starts.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
 
 # --- Gateway -----------------------------------------------------------------------------
 SWITCHYARD_PUBLIC_URL = env.str("SWITCHYARD_PUBLIC_URL", default="http://127.0.0.1:8000")
@@ -199,7 +204,10 @@ SWITCHYARD_CATALOG_SNAPSHOT = env.str(
 # --- DRF / OpenAPI -----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The API key first: its `authenticate_header` makes a request with no credentials a
+    # 401 (with `WWW-Authenticate: Bearer`), not a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.api.authentication.TenantAPIKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -15,7 +15,12 @@ from tests.factories import (
     UserFactory,
 )
 
-pytest_plugins = ["tests.simulator_fixtures", "tests.gateway_fixtures", "tests.world_fixtures"]
+pytest_plugins = [
+    "tests.simulator_fixtures",
+    "tests.gateway_fixtures",
+    "tests.world_fixtures",
+    "tests.celery_fixtures",
+]
 
 START_HINT = {
     "postgresql": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
