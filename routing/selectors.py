@@ -100,7 +100,8 @@ def platform_usable_provider_keys() -> QuerySet[ProviderKey]:
 
 
 def platform_routable_models() -> QuerySet[CatalogModel]:
-    return CatalogModel.objects.filter(is_enabled=True, provider__is_enabled=True)
+    """Enabled models of enabled providers; deprecated ones (gone upstream) are not routed."""
+    return CatalogModel.objects.filter(is_enabled=True, is_deprecated=False, provider__is_enabled=True)
 
 
 def routing_policies() -> QuerySet[RoutingPolicy]:
