@@ -35,13 +35,16 @@ class UsageRecord(models.Model):
     """
 
     created_at = models.DateTimeField(db_index=False)
+    # No single-column indexes: (tenant, created_at) serves every read of raw rows; per-user
+    # and per-key views read the hourly rollups. Each index would add ~20 bytes a row.
     tenant = models.ForeignKey(
-        Tenant, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+        Tenant, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
     )
     end_user = models.ForeignKey(
         EndUser,
         on_delete=models.DO_NOTHING,
         db_constraint=False,
+        db_index=False,
         null=True,
         blank=True,
         related_name="+",
@@ -50,6 +53,7 @@ class UsageRecord(models.Model):
         TenantAPIKey,
         on_delete=models.DO_NOTHING,
         db_constraint=False,
+        db_index=False,
         null=True,
         blank=True,
         related_name="+",
