@@ -284,11 +284,16 @@ EXPORT_COLUMNS = (
 
 
 def usage_export(*, tenant: Tenant, filters: UsageFilters) -> QuerySet:
-    """The matching records, oldest first, as value tuples in EXPORT_COLUMNS' order
-    (API key as name and prefix: two values). Iterate with `.iterator(chunk_size=...)`."""
+    """The matching records, oldest first, as named rows with the names joined in.
+
+    For a long export iterate with `.iterator(chunk_size=...)` (a server-side cursor).
+    """
     return (
         filtered_usage(tenant=tenant, filters=filters)
         .annotate(
+            end_user_external_id=F("end_user__external_id"),
+            api_key_name=F("api_key__name"),
+            api_key_prefix=F("api_key__prefix"),
             provider_name=_name_subquery("providers", "Provider", "provider_id"),
             model_name=_name_subquery("routing", "CatalogModel", "model_id"),
         )
@@ -297,10 +302,12 @@ def usage_export(*, tenant: Tenant, filters: UsageFilters) -> QuerySet:
             "created_at",
             "request_id",
             "attempt",
-            "end_user__external_id",
-            "api_key__name",
-            "api_key__prefix",
+            "end_user_external_id",
+            "api_key_name",
+            "api_key_prefix",
+            "provider_id",
             "provider_name",
+            "model_id",
             "model_name",
             "power_level",
             "outcome",
@@ -314,6 +321,7 @@ def usage_export(*, tenant: Tenant, filters: UsageFilters) -> QuerySet:
             "latency_ms",
             "ttft_ms",
             "error",
+            named=True,
         )
     )
 

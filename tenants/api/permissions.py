@@ -40,6 +40,19 @@ def HasScope(scope: str) -> type[BasePermission]:
     return _HasScope
 
 
+class SeesWholeTenant(BasePermission):
+    """Not acting for one end user: no end-user-bound key, no `member` session."""
+
+    message = "This caller acts for one end user and cannot see the whole tenant's data."
+
+    def has_permission(self, request, view) -> bool:
+        key = getattr(request, "api_key", None)
+        if key is not None:
+            return key.end_user_id is None
+        membership = getattr(request, "membership", None)
+        return membership is not None and membership.role in TENANT_READERS
+
+
 @cache
 def HasRole(*roles: str) -> type[BasePermission]:
     """Permission class: a session user needs one of `roles`; API keys are judged by scope."""

@@ -119,11 +119,14 @@ class CreditsSerializer(serializers.Serializer):
     entries = CreditEntrySerializer(many=True, help_text="Newest first (limit / offset).")
 
 
-LEVEL = serializers.ChoiceField(
-    choices=["healthy", "normal", "warning", "critical"],
-    allow_null=True,
-    help_text="healthy < 50 % used, normal < 80 %, warning < 95 %, critical from 95 %.",
-)
+LEVELS = ["healthy", "normal", "warning", "critical"]
+
+
+def level_field(**kwargs) -> serializers.ChoiceField:
+    kwargs.setdefault(
+        "help_text", "healthy < 50 % used, normal < 80 %, warning < 95 %, critical from 95 %."
+    )
+    return serializers.ChoiceField(choices=LEVELS, **kwargs)
 
 
 class RateLimitStatusSerializer(serializers.Serializer):
@@ -140,7 +143,7 @@ class RateLimitStatusSerializer(serializers.Serializer):
     reset_seconds = serializers.IntegerField(
         allow_null=True, help_text="Until the limit is fully available again."
     )
-    level = LEVEL
+    level = level_field(allow_null=True)
     unavailable = serializers.BooleanField(
         help_text="The counters could not be read (the other fields are null)."
     )
@@ -156,16 +159,14 @@ class SpendingCapStatusSerializer(serializers.Serializer):
     period_start = serializers.DateField()
     period_end = serializers.DateField(help_text="First day of the next period.")
     reset_seconds = serializers.IntegerField(help_text="Until the next period starts.")
-    level = LEVEL
+    level = level_field()
 
 
 class CreditStatusSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["credits"])
     name = serializers.CharField()
     balance_usd = serializers.DecimalField(**MONEY)
-    level = serializers.ChoiceField(
-        choices=["healthy", "critical"], help_text="critical when nothing is left."
-    )
+    level = level_field(help_text="healthy while credits are left, critical when none are.")
 
 
 LIMIT_SERIALIZERS = {
