@@ -71,12 +71,28 @@ def make_rows(count: int) -> None:
         CreditLedgerEntryFactory(tenant=tenant, created_by=user)
         AlertFactory(tenant=tenant, end_user=end_user)
         AuditLogFactory(tenant=tenant, actor=user, actor_label=user.username)
+        _beat_rows(n)
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The default hasher takes ~0.5 s per user; these tests make dozens of users.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def _beat_rows(n: int) -> None:
+    """The schedule staff edit in the admin (django-celery-beat's models)."""
+    from django.utils import timezone
+    from django_celery_beat.models import (
+        ClockedSchedule,
+        CrontabSchedule,
+        IntervalSchedule,
+        PeriodicTask,
+        SolarSchedule,
+    )
+
+    seq = PeriodicTask.objects.count()
+    interval = IntervalSchedule.objects.create(every=60 + seq, period=IntervalSchedule.SECONDS)
+    CrontabSchedule.objects.create(minute=str(seq % 60))
+    SolarSchedule.objects.create(event="sunrise", latitude=seq % 90, longitude=n)
+    ClockedSchedule.objects.create(clocked_time=timezone.now())
+    PeriodicTask.objects.create(
+        name=f"task {seq}-{n}", task="usage.roll_up_usage", interval=interval
+    )
 
 
 @pytest.fixture
