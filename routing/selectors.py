@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from providers.models import Provider, ProviderKey
 from providers.selectors import platform_routable_keys
@@ -87,7 +87,9 @@ def platform_configured_end_users() -> QuerySet[EndUser]:
     with_keys = ProviderKey.objects.filter(end_user__isnull=False).values("end_user_id")
     with_settings = LLMSettings.objects.filter(end_user__isnull=False).values("end_user_id")
     bound = TenantAPIKey.objects.filter(end_user__isnull=False).values("end_user_id")
-    return EndUser.objects.filter(pk__in=with_keys.union(with_settings, bound))
+    # Three IN subqueries rather than a UNION: SQLite refuses the models' default ORDER BY
+    # inside a compound statement.
+    return EndUser.objects.filter(Q(pk__in=with_keys) | Q(pk__in=with_settings) | Q(pk__in=bound))
 
 
 def platform_enabled_providers() -> QuerySet[Provider]:
@@ -101,7 +103,9 @@ def platform_usable_provider_keys() -> QuerySet[ProviderKey]:
 
 def platform_routable_models() -> QuerySet[CatalogModel]:
     """Enabled models of enabled providers; deprecated ones (gone upstream) are not routed."""
-    return CatalogModel.objects.filter(is_enabled=True, is_deprecated=False, provider__is_enabled=True)
+    return CatalogModel.objects.filter(
+        is_enabled=True, is_deprecated=False, provider__is_enabled=True
+    )
 
 
 def routing_policies() -> QuerySet[RoutingPolicy]:

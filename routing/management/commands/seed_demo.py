@@ -27,6 +27,11 @@ from tenants import selectors as tenant_selectors
 from tenants import services as tenant_services
 from tenants.choices import Role
 from tenants.models import Plan
+from usage import services as usage_services
+from usage.selectors import credit_entries
+
+DEMO_CREDITS_USD = Decimal(100)
+DEMO_CREDITS_REASON = "Demo credits"
 
 DEFAULT_PASSWORD = "switchyard-demo"  # noqa: S105 - a documented demo credential
 ADMIN_USERNAME = "admin"
@@ -173,6 +178,11 @@ class Command(BaseCommand):
             except Plan.DoesNotExist as exc:
                 raise CommandError(f"Plan {plan_slug!r} is missing; run migrate first.") from exc
             tenant = tenant_services.create_tenant(name=name, slug=slug, plan=plan, actor=actor)
+        if not credit_entries(tenant_id=tenant.pk).filter(reason=DEMO_CREDITS_REASON).exists():
+            # Prepaid plans need credits before the first request (402 otherwise).
+            usage_services.grant_credits(
+                tenant=tenant, amount_usd=DEMO_CREDITS_USD, reason=DEMO_CREDITS_REASON, actor=actor
+            )
         users = []
         for role in ROLES:
             username = f"{slug}-{role}"
