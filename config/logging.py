@@ -9,7 +9,7 @@ import re
 # Google keys. Over-redaction is fine here; a leaked key is not.
 SECRET_PATTERN = re.compile(
     r"(?:\b(?:sk|sy|gsk|pk|rk|xai)-[A-Za-z0-9_\-]{6,}"
-    r"|\bsk_[A-Za-z0-9_\-]{8,}"
+    r"|\b(?:sk|gsk|rk|pk)_[A-Za-z0-9_\-]{8,}"
     r"|\bAIza[0-9A-Za-z_\-]{20,}"
     r"|(?i:bearer)\s+[A-Za-z0-9._\-]{8,})"
 )
