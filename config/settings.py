@@ -68,6 +68,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "tenants.context_processors.tenancy",
             ],
         },
     },
@@ -163,7 +164,10 @@ if CELERY_BROKER_URL == "filesystem://":
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # Seconds before a task a worker took but never acknowledged (the worker died) is given
+    # to another worker. Longer than the longest task, or a running task is run twice.
+    SWITCHYARD_BROKER_VISIBILITY_TIMEOUT = env.int("SWITCHYARD_BROKER_VISIBILITY_TIMEOUT", 3600)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": SWITCHYARD_BROKER_VISIBILITY_TIMEOUT}
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -200,6 +204,20 @@ SWITCHYARD_CATALOG_SNAPSHOT = env.str(
     "SWITCHYARD_CATALOG_SNAPSHOT",
     default=str(BASE_DIR / "routing" / "data" / "model_prices_and_context_window.json"),
 )
+# Where the catalog sync reads the pricing map (LiteLLM's format) from: an http(s) URL, or
+# empty for the bundled snapshot above.
+SWITCHYARD_CATALOG_SOURCE_URL = env.str("SWITCHYARD_CATALOG_SOURCE_URL", default="")
+
+# --- Usage rollups, retention and alerts -------------------------------------------------
+# Raw usage records older than this are deleted daily (hourly rollups are kept).
+SWITCHYARD_USAGE_RETENTION_DAYS = env.int("SWITCHYARD_USAGE_RETENTION_DAYS", default=90)
+if SWITCHYARD_USAGE_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("SWITCHYARD_USAGE_RETENTION_DAYS must be at least 1.")
+# Alert webhooks to loopback, private or link-local addresses are refused unless this is on
+# (a tenant's URL must not reach the installation's own network).
+SWITCHYARD_WEBHOOK_ALLOW_PRIVATE_HOSTS = env.bool(
+    "SWITCHYARD_WEBHOOK_ALLOW_PRIVATE_HOSTS", default=DEBUG
+)
 
 # --- DRF / OpenAPI -----------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -223,6 +241,8 @@ SPECTACULAR_SETTINGS = {
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="switchyard@localhost")
+# Used by EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend (one file a send).
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
 
 LOGGING = {
     "version": 1,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
@@ -13,12 +12,71 @@ from django.utils.html import format_html, format_html_join
 
 from providers.choices import ProviderKind
 from routing import services
-from routing.catalog import CatalogSourceError
-from routing.models import CatalogModel, LLMSettings, RoutingPolicy
-from tenants.admin_mixins import AuditedAdminMixin
+from routing.catalog_sources import CatalogSourceUnavailable
+from routing.models import (
+    CatalogModel,
+    CatalogPriceChange,
+    CatalogSyncRun,
+    LLMSettings,
+    RoutingPolicy,
+)
+from tenants.admin_mixins import AuditedAdminMixin, ReadOnlyAdminMixin, admin_link
 
 # Weights that do not add up to 1 still rank, but the score's scale is then off (SPEC §2).
 WEIGHT_SUM_TOLERANCE = 0.001
+# Lines of a sync's diff in the message after "Sync catalog now"; the run's page has it all.
+SYNC_MESSAGE_LINES = 30
+# The newest price changes shown on a catalog model's page; the price-change list has all.
+PRICE_HISTORY_INLINE_ROWS = 20
+SYNC_MESSAGE_LEVELS = {
+    CatalogSyncRun.Status.OK: messages.SUCCESS,
+    CatalogSyncRun.Status.PARTIAL: messages.WARNING,
+    CatalogSyncRun.Status.FAILED: messages.ERROR,
+}
+PRICE_FIELDS = ("input_price_per_mtok", "output_price_per_mtok", "cached_input_price_per_mtok")
+
+
+def _price(value) -> str:
+    return format(value.normalize(), "f")
+
+
+def _price_moves(obj: CatalogPriceChange) -> list[str]:
+    """ "input 0.15 -> 0.2" for each price that moved."""
+    moves = []
+    for name in PRICE_FIELDS:
+        old, new = getattr(obj, f"old_{name}"), getattr(obj, f"new_{name}")
+        if old != new:
+            moves.append(f"{name.split('_')[0]} {_price(old)} -> {_price(new)}")
+    return moves
+
+
+class PriceHistoryInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """The model's newest price changes (what a sync found), newest first."""
+
+    model = CatalogPriceChange
+    verbose_name_plural = f"price history (newest {PRICE_HISTORY_INLINE_ROWS})"
+    fields = ["changed_at", "prices", "run"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def get_queryset(self, request):
+        newest = (
+            super()
+            .get_queryset(request)
+            .order_by("-changed_at", "-pk")
+            .values_list("pk", flat=True)[:PRICE_HISTORY_INLINE_ROWS]
+        )
+        return CatalogPriceChange.objects.filter(pk__in=list(newest)).select_related("sync_run")
+
+    @admin.display(description="prices (USD / 1M tokens)")
+    def prices(self, obj: CatalogPriceChange) -> str:
+        return "; ".join(_price_moves(obj)) or "—"
+
+    @admin.display(description="sync run")
+    def run(self, obj: CatalogPriceChange):
+        return admin_link(obj.sync_run, f"#{obj.sync_run_id}" if obj.sync_run_id else None)
 
 
 @admin.register(CatalogModel)
@@ -57,6 +115,7 @@ class CatalogModelAdmin(AuditedAdminMixin, admin.ModelAdmin):
     autocomplete_fields = ["provider"]
     readonly_fields = ["observed_latency_ms", "created_at", "updated_at"]
     actions = ["enable_models", "disable_models"]
+    inlines = [PriceHistoryInline]
     fieldsets = [
         (None, {"fields": ["provider", "model_id", "name", "mode", "is_enabled", "is_deprecated"]}),
         (
@@ -127,22 +186,25 @@ class CatalogModelAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return [sync, *super().get_urls()]
 
     def sync_catalog_view(self, request):
-        """POST: import the pricing snapshot for every platform provider (the daily job, now)."""
+        """POST: the daily catalog sync, now (pricing map and every provider's models list)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not self.has_change_permission(request):
             raise PermissionDenied
         try:
-            diff = services.import_pricing_map(
-                source=settings.SWITCHYARD_CATALOG_SNAPSHOT, actor=request.user
-            )
-        except CatalogSourceError as exc:
-            self.message_user(request, f"Nothing imported: {exc}", messages.ERROR)
-        else:
-            summary = format_html_join(
-                "", "{}<br>", ((line,) for line in diff.summary().split("\n"))
-            )
-            self.message_user(request, summary, messages.SUCCESS)
+            run = services.sync_catalog(actor=request.user)
+        except CatalogSourceUnavailable as exc:
+            run = exc.run
+        lines = run.diff.split("\n")
+        if len(lines) > SYNC_MESSAGE_LINES:
+            lines = [*lines[:SYNC_MESSAGE_LINES], f"... ({len(lines) - SYNC_MESSAGE_LINES} more)"]
+        message = format_html(
+            "{} {}<br>{}",
+            run.headline,
+            admin_link(run, "Details"),
+            format_html_join("", "{}<br>", ((line,) for line in lines)),
+        )
+        self.message_user(request, message, SYNC_MESSAGE_LEVELS[run.status])
         return HttpResponseRedirect(reverse("admin:routing_catalogmodel_changelist"))
 
     @admin.action(description="Enable selected models for routing", permissions=["change"])
@@ -158,6 +220,92 @@ class CatalogModelAdmin(AuditedAdminMixin, admin.ModelAdmin):
             models=queryset.select_related("provider"), enabled=False, actor=request.user
         )
         self.message_user(request, f"Disabled {count} model(s).", messages.SUCCESS)
+
+
+@admin.register(CatalogSyncRun)
+class CatalogSyncRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """When did the catalog last sync, what changed, and which provider could not be read?"""
+
+    list_display = [
+        "started_at",
+        "status_badge",
+        "triggered_by",
+        "added",
+        "updated",
+        "deprecated",
+        "skipped",
+        "duration",
+        "error_short",
+    ]
+    list_filter = ["status", "triggered_by"]
+    search_fields = ["diff", "error", "source"]
+    date_hierarchy = "started_at"
+    fields = [
+        "started_at",
+        "finished_at",
+        "status",
+        "triggered_by",
+        "source",
+        ("added", "updated", "deprecated", "skipped"),
+        "error",
+        "diff_text",
+    ]
+    readonly_fields = [
+        "started_at",
+        "finished_at",
+        "status",
+        "triggered_by",
+        "source",
+        "added",
+        "updated",
+        "deprecated",
+        "skipped",
+        "error",
+        "diff_text",
+    ]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: CatalogSyncRun):
+        colour = {"ok": "#2e7d32", "partial": "#ef6c00", "failed": "#c62828"}[obj.status]
+        return format_html('<b style="color:{}">{}</b>', colour, obj.get_status_display())
+
+    @admin.display(description="took")
+    def duration(self, obj: CatalogSyncRun) -> str:
+        if obj.finished_at is None:
+            return "—"
+        return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
+
+    @admin.display(description="error")
+    def error_short(self, obj: CatalogSyncRun) -> str:
+        first = obj.error.split("\n", 1)[0]
+        return first if len(first) <= 100 else first[:97] + "..."
+
+    @admin.display(description="diff")
+    def diff_text(self, obj: CatalogSyncRun):
+        return format_html('<pre style="white-space:pre-wrap">{}</pre>', obj.diff)
+
+
+@admin.register(CatalogPriceChange)
+class CatalogPriceChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Which prices moved, when, from what to what? Written by the catalog sync."""
+
+    list_display = ["changed_at", "catalog_model", "provider", "prices", "run"]
+    list_filter = ["catalog_model__provider"]
+    list_select_related = ["catalog_model__provider", "sync_run"]
+    search_fields = ["catalog_model__name", "catalog_model__model_id"]
+    date_hierarchy = "changed_at"
+
+    @admin.display(description="provider", ordering="catalog_model__provider__name")
+    def provider(self, obj: CatalogPriceChange) -> str:
+        return str(obj.catalog_model.provider)
+
+    @admin.display(description="prices (USD / 1M tokens)")
+    def prices(self, obj: CatalogPriceChange) -> str:
+        return "; ".join(_price_moves(obj)) or "—"
+
+    @admin.display(description="sync run", ordering="sync_run")
+    def run(self, obj: CatalogPriceChange):
+        return admin_link(obj.sync_run, f"#{obj.sync_run_id}" if obj.sync_run_id else None)
 
 
 class RoutingPolicyForm(forms.ModelForm):

@@ -132,3 +132,80 @@ class LLMSettings(models.Model):
         if self.end_user_id:
             return f"settings of {self.end_user}"
         return f"settings of {self.tenant}" if self.tenant_id else "platform settings"
+
+
+class CatalogSyncRun(models.Model):
+    """One catalog sync (daily task, admin button or command): what it read, did, and said."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        PARTIAL = "partial", "Partial (some providers skipped)"
+        FAILED = "failed", "Failed (nothing changed)"
+
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    triggered_by = models.CharField(
+        max_length=150, blank=True, help_text="The staff user, or 'system' for the daily task."
+    )
+    source = models.TextField(blank=True, help_text="The pricing map and model lists read.")
+    added = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    deprecated = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(
+        default=0, help_text="Malformed entries passed over (reported in the diff)."
+    )
+    diff = models.TextField(blank=True, help_text="What changed, in words.")
+    error = models.TextField(blank=True, help_text="Why the run failed or was partial.")
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"catalog sync #{self.pk} ({self.status})"
+
+    @property
+    def changed_catalog(self) -> bool:
+        return bool(self.added or self.updated or self.deprecated)
+
+    @property
+    def headline(self) -> str:
+        """One line for messages: status and counts."""
+        counts = (
+            f"{self.added} added, {self.updated} updated, {self.deprecated} deprecated, "
+            f"{self.skipped} skipped"
+        )
+        return f"Catalog sync #{self.pk}: {self.get_status_display()}; {counts}."
+
+
+class CatalogPriceChange(models.Model):
+    """A catalog model's prices before and after a sync changed them (USD per 1M tokens)."""
+
+    catalog_model = models.ForeignKey(
+        CatalogModel, on_delete=models.CASCADE, related_name="price_changes"
+    )
+    sync_run = models.ForeignKey(
+        CatalogSyncRun,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="price_changes",
+    )
+    changed_at = models.DateTimeField()
+    old_input_price_per_mtok = models.DecimalField(**PRICE)
+    new_input_price_per_mtok = models.DecimalField(**PRICE)
+    old_output_price_per_mtok = models.DecimalField(**PRICE)
+    new_output_price_per_mtok = models.DecimalField(**PRICE)
+    old_cached_input_price_per_mtok = models.DecimalField(**PRICE)
+    new_cached_input_price_per_mtok = models.DecimalField(**PRICE)
+
+    class Meta:
+        ordering = ["-changed_at", "-pk"]
+        indexes = [
+            models.Index(
+                fields=["catalog_model", "-changed_at"], name="routing_pricechange_model_time"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"price change of {self.catalog_model_id} at {self.changed_at:%Y-%m-%d %H:%M}"

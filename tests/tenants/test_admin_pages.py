@@ -11,8 +11,10 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from providers.choices import KeyScope
+from routing.models import CatalogPriceChange, CatalogSyncRun
 from tests.factories import (
     AlertFactory,
     AuditLogFactory,
@@ -71,6 +73,12 @@ def make_rows(count: int) -> None:
         CreditLedgerEntryFactory(tenant=tenant, created_by=user)
         AlertFactory(tenant=tenant, end_user=end_user)
         AuditLogFactory(tenant=tenant, actor=user, actor_label=user.username)
+        run = CatalogSyncRun.objects.create(
+            started_at=timezone.now(), status="ok", diff="Nothing changed."
+        )
+        CatalogPriceChange.objects.create(
+            catalog_model=model, sync_run=run, changed_at=timezone.now()
+        )
         _beat_rows(n)
 
 
