@@ -155,13 +155,15 @@ if not SWITCHYARD_ENCRYPTION_KEYS and not DEBUG and not env.bool("SWITCHYARD_DEV
 # no server and still crosses processes (web, worker, beat).
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
-    for _sub in ("celery/in", "celery/processed"):
+    for _sub in ("celery/in", "celery/processed", "celery/control"):
         (VAR_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(VAR_DIR / "celery/in"),
         "data_folder_out": str(VAR_DIR / "celery/in"),
         "processed_folder": str(VAR_DIR / "celery/processed"),
         "store_processed": False,
+        # Broadcasts (ping, purge) default to ./control in the working directory.
+        "control_folder": str(VAR_DIR / "celery/control"),
     }
 else:
     # Seconds before a task a worker took but never acknowledged (the worker died) is given
