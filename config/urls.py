@@ -16,5 +16,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("django_prometheus.urls")),
+    path("keys/", include(("providers.urls", "providers"))),
+    path("", include(("tenants.page_urls", "tenants"))),
     path("", include("tenants.urls")),
 ]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Prefetch
+from django.utils import timezone
 from django.utils.decorators import method_decorator
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 
-from providers import services, validation
+from providers import health, services, validation
 from providers.choices import HealthStatus, KeyStatus
 from providers.forms import ProviderAdminForm, ProviderKeyAdminForm
-from providers.models import Provider, ProviderKey
+from providers.models import Provider, ProviderHealthCheck, ProviderKey
 from tenants import audit
 from tenants.admin_mixins import AuditedAdminMixin, adopt_saved, changelist_link
 from tenants.crypto import DecryptionError
@@ -21,6 +22,12 @@ from tenants.services import rotate_encryption_keys
 # A live test waits up to its timeout per key; more than this many would stall the request.
 KEY_TEST_LIMIT = 10
 KEY_TEST_TIMEOUT_SECONDS = 10
+# A health check waits up to providers.health.HEALTH_CHECK_TIMEOUT_SECONDS per provider.
+HEALTH_CHECK_LIMIT = 10
+# Checks drawn as dots in the changelist (one prefetch query for the whole page) and
+# listed on the change page.
+RECENT_CHECKS_DOTS = 10
+RECENT_CHECKS_LISTED = 20
 
 HEALTH_COLOURS = {
     HealthStatus.HEALTHY: "#2e7d32",
@@ -71,10 +78,13 @@ class ProviderAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "health",
         "health_latency_ms",
         "health_checked_at",
+        "consecutive_failures",
+        "recent_checks",
         "key_count",
         "model_count",
     ]
     list_filter = ["is_enabled", "health_status", "kind", "protocol", OwnerFilter]
+    actions = ["run_health_check"]
     list_select_related = ["tenant"]
     search_fields = ["name", "slug", "base_url", "tenant__slug"]
     autocomplete_fields = ["tenant"]
@@ -91,6 +101,7 @@ class ProviderAdmin(AuditedAdminMixin, admin.ModelAdmin):
                     "health_latency_ms",
                     "consecutive_failures",
                     "health_error",
+                    "check_history",
                 ]
             },
         ),
@@ -101,6 +112,7 @@ class ProviderAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "health_latency_ms",
         "consecutive_failures",
         "health_error",
+        "check_history",
     ]
 
     def get_queryset(self, request):
@@ -111,6 +123,15 @@ class ProviderAdmin(AuditedAdminMixin, admin.ModelAdmin):
                 _key_count=Count("keys", distinct=True),
                 # `models` is routing's catalog relation: counted by name, not imported.
                 _model_count=Count("models", distinct=True),
+            )
+            .prefetch_related(
+                Prefetch(
+                    "health_checks",
+                    queryset=ProviderHealthCheck.objects.order_by("-checked_at")[
+                        :RECENT_CHECKS_DOTS
+                    ],
+                    to_attr="_recent_checks",
+                )
             )
         )
 
@@ -136,6 +157,83 @@ class ProviderAdmin(AuditedAdminMixin, admin.ModelAdmin):
     @admin.display(description="models", ordering="_model_count")
     def model_count(self, obj: Provider):
         return obj._model_count
+
+    @admin.display(description="last checks")
+    def recent_checks(self, obj: Provider):
+        """Newest on the right, like a timeline; hover for the time and the error."""
+        checks = list(reversed(obj._recent_checks))
+        if not checks:
+            return "—"
+        return format_html_join(
+            "",
+            '<span title="{}" style="color:{}">●</span>',
+            (
+                (
+                    f"{timezone.localtime(c.checked_at):%Y-%m-%d %H:%M:%S} "
+                    + (f"{c.latency_ms} ms" if c.ok else c.error),
+                    HEALTH_COLOURS[HealthStatus.HEALTHY if c.ok else HealthStatus.DOWN],
+                )
+                for c in checks
+            ),
+        )
+
+    @admin.display(description="recent checks")
+    def check_history(self, obj: Provider):
+        if obj is None or obj.pk is None:
+            return "—"
+        checks = obj.health_checks.order_by("-checked_at")[:RECENT_CHECKS_LISTED]
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    f"{timezone.localtime(c.checked_at):%Y-%m-%d %H:%M:%S}",
+                    _badge(
+                        HEALTH_COLOURS[HealthStatus.HEALTHY if c.ok else HealthStatus.DOWN],
+                        "ok" if c.ok else "failed",
+                    ),
+                    "—" if c.latency_ms is None else f"{c.latency_ms} ms",
+                    c.error or "",
+                )
+                for c in checks
+            ),
+        )
+        if not rows:
+            return "No checks yet."
+        return format_html(
+            "<table><thead><tr><th>checked at</th><th>result</th><th>latency</th>"
+            "<th>error</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    @admin.action(description="Run health check now", permissions=["change"])
+    def run_health_check(self, request, queryset):
+        providers = list(queryset[: HEALTH_CHECK_LIMIT + 1])
+        if len(providers) > HEALTH_CHECK_LIMIT:
+            self.message_user(
+                request,
+                f"Select at most {HEALTH_CHECK_LIMIT} providers to check at once.",
+                messages.ERROR,
+            )
+            return
+        for provider in providers:
+            check = health.check_provider(provider=provider, now=timezone.now())
+            if check is None:
+                reason = "disabled" if not provider.is_enabled else "no usable platform key"
+                self.message_user(request, f"{provider}: not checked ({reason}).", messages.WARNING)
+            elif check.ok:
+                self.message_user(
+                    request,
+                    f"{provider}: healthy ({check.latency_ms} ms).",
+                    messages.SUCCESS,
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"{provider}: {provider.get_health_status_display().lower()} "
+                    f"({provider.consecutive_failures} failure(s) in a row): {check.error}",
+                    messages.ERROR,
+                )
 
 
 @admin.register(ProviderKey)

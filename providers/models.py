@@ -101,3 +101,25 @@ class ProviderKey(models.Model):
     @property
     def is_usable(self) -> bool:
         return self.is_enabled and self.status in (KeyStatus.ACTIVE, KeyStatus.PENDING)
+
+
+class ProviderHealthCheck(models.Model):
+    """One periodic check of a provider's models list with a platform key (kept a week)."""
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="health_checks")
+    checked_at = models.DateTimeField()
+    ok = models.BooleanField()
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True, help_text="Redacted; never the key.")
+
+    class Meta:
+        ordering = ["-checked_at"]
+        indexes = [
+            # The admin's last checks of a provider, and pruning (per provider, by age).
+            models.Index(fields=["provider", "-checked_at"], name="providers_check_prov_time"),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.provider} {'ok' if self.ok else 'failed'} at {self.checked_at:%Y-%m-%d %H:%M}"
+        )

@@ -26,11 +26,17 @@ VALIDATION_PROMPT = "ping"
 
 @dataclass(frozen=True, slots=True)
 class ValidationResult:
-    """`ok`: the provider accepted the key. `error`: why not, or a note when ok (never the key)."""
+    """`ok`: the provider accepted the key. `error`: why not, or a note when ok (never the key).
+
+    `status`: the provider's HTTP status, None when it did not answer. `transient`: the failure
+    may pass by itself (no answer, a timeout, 429, 5xx): it says nothing about the key.
+    """
 
     ok: bool
     error: str
     latency_ms: int
+    status: int | None = None
+    transient: bool = False
 
 
 def _validation_body(kind: str) -> dict[str, Any]:
@@ -122,9 +128,17 @@ def validate_key(
     )
     started = time.perf_counter()
 
-    def result(ok: bool, error: str) -> ValidationResult:
+    def result(
+        ok: bool, error: str, *, status: int | None = None, transient: bool = False
+    ) -> ValidationResult:
         latency_ms = int((time.perf_counter() - started) * 1000)
-        return ValidationResult(ok=ok, error=scrub(error, api_key)[:300], latency_ms=latency_ms)
+        return ValidationResult(
+            ok=ok,
+            error=scrub(error, api_key)[:300],
+            latency_ms=latency_ms,
+            status=status,
+            transient=transient,
+        )
 
     try:
         method, url, headers, data = _request(target)
@@ -136,18 +150,25 @@ def validate_key(
         with httpx.Client(timeout=timeout, follow_redirects=False) as client:
             response = client.request(method, url, headers=dict(headers), content=data)
     except httpx.TimeoutException:
-        return result(False, f"The provider did not answer within {timeout:g} s.")
+        return result(False, f"The provider did not answer within {timeout:g} s.", transient=True)
     except httpx.InvalidURL:
         return result(False, "The base URL is not a valid URL.")
     except (httpx.TransportError, OSError) as exc:
-        return result(False, f"Could not connect to the provider ({type(exc).__name__}).")
+        return result(
+            False, f"Could not connect to the provider ({type(exc).__name__}).", transient=True
+        )
     raw = response.content[:MAX_BODY_BYTES]
     if not 200 <= response.status_code < 300:
         detail = describe_error_body(raw, api_key)
-        ok, message = _status_message(response.status_code, detail, model_id=target.model_id)
-        return result(ok, message)
+        status = response.status_code
+        ok, message = _status_message(status, detail, model_id=target.model_id)
+        return result(ok, message, status=status, transient=status == 429 or status >= 500)
     try:
         _check_body(target, raw)
     except UpstreamError as exc:
-        return result(False, f"The provider answered, but not as expected: {exc.message}")
-    return result(True, "")
+        return result(
+            False,
+            f"The provider answered, but not as expected: {exc.message}",
+            status=response.status_code,
+        )
+    return result(True, "", status=response.status_code)

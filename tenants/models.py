@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from django.db import models
 from django.db.models import Q
 
 from tenants.choices import DEFAULT_SCOPES, Role, Scope
+from tenants.crypto import EncryptedTextField
 
 API_KEY_PREFIX = "sy-"
 # Characters of the key shown in lists: enough to tell keys apart, far too few to guess.
@@ -75,6 +77,11 @@ class Tenant(models.Model):
         help_text="Day of the month the billing period (caps, alerts) starts; 1-28.",
     )
     webhook_url = models.URLField(blank=True, help_text="Optional: alerts are POSTed here, signed.")
+    # Not editable in forms: a model form would render the mask and save it back as the
+    # secret. It is set by usage.services.rotate_webhook_secret, which shows it once.
+    webhook_secret = EncryptedTextField(
+        blank=True, editable=False, help_text="HMAC-SHA256 key of the webhook signature."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -231,10 +238,54 @@ class AuditLog(models.Model):
         return f"{self.action} {self.target_repr}"
 
 
+# An invitation link is good for a week: long enough to be read, short enough to go stale.
+INVITATION_LIFETIME = timedelta(days=7)
+
+
+def hash_invitation_token(raw: str) -> str:
+    """SHA-256 of an invitation token (256-bit random, like API keys: a fast hash is enough)."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class Invitation(models.Model):
+    """An emailed offer of a role in a tenant; the link's token is stored only as a hash."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.tenant} ({self.role})"
+
+    @staticmethod
+    def generate_token() -> str:
+        return secrets.token_urlsafe(32)
+
+    def set_token(self, raw: str) -> None:
+        self.token_hash = hash_invitation_token(raw)
+
+    def is_expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+    def is_pending(self, now: datetime) -> bool:
+        return self.accepted_at is None and not self.is_expired(now)
+
+
 __all__ = [
     "DEFAULT_SCOPES",
     "AuditLog",
     "EndUser",
+    "Invitation",
     "Membership",
     "Plan",
     "Role",

@@ -1,7 +1,8 @@
 """Provider health as the router sees it: error rates, and a circuit breaker shared by processes.
 
 A provider that fails COOLDOWN_FAILURES times within the failure window cools down for
-COOLDOWN_SECONDS on every web process (Redis keys), then is half-open ("probing"): it sits
+COOLDOWN_SECONDS on every web process (Redis keys, laid out in providers/cooldown.py and
+also written by the periodic health check), then is half-open ("probing"): it sits
 at the end of every chain until a request to it succeeds, which closes the breaker; a
 failure while probing cools it down again. The state is read once per poll interval, not
 per request; writes happen only on failures (and on the first success while probing).
@@ -15,36 +16,12 @@ import logging
 import time
 from collections.abc import Iterable
 
+from providers.cooldown import FAILURE_WINDOW_SECONDS, PROBE_TTL_FACTOR, RECORD_FAILURE, keys
+
 logger = logging.getLogger(__name__)
 
-FAILURE_WINDOW_SECONDS = 60
 # How much one outcome moves a provider's recent error rate (an exponential moving average).
 EWMA_WEIGHT = 0.1
-PROBE_TTL_FACTOR = 20
-
-# KEYS: fail, cool, probe. ARGV: threshold, window, cooldown, probe ttl.
-# Returns 1 when this failure (re)opened the breaker.
-RECORD_FAILURE = """
-if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('SET', KEYS[2], 1, 'EX', ARGV[3])
-  redis.call('SET', KEYS[3], 1, 'EX', ARGV[4])
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-if n >= tonumber(ARGV[1]) and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('SET', KEYS[2], 1, 'EX', ARGV[3])
-  redis.call('SET', KEYS[3], 1, 'EX', ARGV[4])
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"""
-
-
-def keys(provider_id: int) -> tuple[str, str, str]:
-    return (f"sy:fail:{provider_id}", f"sy:cool:{provider_id}", f"sy:probe:{provider_id}")
 
 
 class ProviderHealth:
