@@ -239,6 +239,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Management API and the OpenAI-compatible completion contract.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # One name for each choice set that several components share (else spectacular warns).
+    "ENUM_NAME_OVERRIDES": {
+        "ProviderKindEnum": "providers.choices.ProviderKind",
+        "ProviderKeyScopeEnum": "providers.choices.KeyScope",
+        "SpendingCapScopeEnum": "usage.choices.CapScope",
+        "SpendingCapModeEnum": "usage.choices.CapMode",
+    },
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

@@ -90,6 +90,15 @@ class LiveGateway:
                 raise AssertionError("the gateway did not pick up the configuration change")
             time.sleep(0.02)
 
+    def wait_for_usage_writer(self) -> None:
+        """Wait out a batch being written: the test's database flush must not race it."""
+
+        async def idle() -> None:
+            async with self.state.sink._lock:
+                pass
+
+        self.run(idle())
+
     def flush_usage(self) -> None:
         """Write queued usage records now."""
         self.run(self.state.sink.flush())
@@ -113,6 +122,7 @@ def gateway(live_gateway: LiveGateway, transactional_db, sim) -> Iterator[LiveGa
     live_gateway.state.sink.pending.clear()
     yield live_gateway
     live_gateway.state.sink.pending.clear()
+    live_gateway.wait_for_usage_writer()
 
 
 class GatewayProcess:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 
 from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import DecimalField, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -21,9 +22,17 @@ from tenants.admin_mixins import (
     adopt_saved,
     changelist_link,
 )
-from usage import services
+from usage import services, tasks
 from usage.choices import LedgerKind
-from usage.models import MONEY, Alert, CreditLedgerEntry, SpendingCap, UsageRecord
+from usage.models import (
+    MONEY,
+    Alert,
+    CreditLedgerEntry,
+    SpendingCap,
+    UsageRecord,
+    UsageRollup,
+    UsageRollupState,
+)
 
 # Below this many rows an exact COUNT(*) is cheap; above it the unfiltered changelist shows
 # PostgreSQL's estimate, because counting millions of usage rows takes seconds.
@@ -255,6 +264,23 @@ class CreditLedgerEntryAdmin(admin.ModelAdmin):
         adopt_saved(obj, entry)
 
 
+class WebhookFilter(admin.SimpleListFilter):
+    """Which alerts reached the tenant's webhook, and which are still failing?"""
+
+    title = "webhook"
+    parameter_name = "webhook"
+
+    def lookups(self, request, model_admin):
+        return [("delivered", "Delivered"), ("failing", "Failing")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "delivered":
+            return queryset.filter(webhook_delivered_at__isnull=False)
+        if self.value() == "failing":
+            return queryset.filter(webhook_delivered_at__isnull=True).exclude(webhook_error="")
+        return queryset
+
+
 class UnreadFilter(admin.SimpleListFilter):
     title = "read"
     parameter_name = "read"
@@ -274,12 +300,22 @@ class UnreadFilter(admin.SimpleListFilter):
 class AlertAdmin(admin.ModelAdmin):
     """Which tenants crossed a spending threshold or have a broken key, and who has seen it?"""
 
-    list_display = ["created_at", "tenant", "end_user", "kind", "message", "threshold", "is_read"]
-    list_filter = [UnreadFilter, "kind"]
+    list_display = [
+        "created_at",
+        "tenant",
+        "end_user",
+        "kind",
+        "message",
+        "threshold",
+        "is_read",
+        "notified_at",
+        "webhook_status",
+    ]
+    list_filter = [UnreadFilter, "kind", WebhookFilter]
     list_select_related = ["tenant", "end_user"]
     search_fields = ["tenant__slug", "tenant__name", "message"]
     date_hierarchy = "created_at"
-    actions = ["mark_read"]
+    actions = ["mark_read", "retry_webhook"]
     readonly_fields = [
         "tenant",
         "end_user",
@@ -290,6 +326,10 @@ class AlertAdmin(admin.ModelAdmin):
         "message",
         "created_at",
         "read_at",
+        "notified_at",
+        "webhook_delivered_at",
+        "webhook_attempts",
+        "webhook_error",
     ]
 
     def has_add_permission(self, request) -> bool:
@@ -306,3 +346,113 @@ class AlertAdmin(admin.ModelAdmin):
     def mark_read(self, request, queryset):
         count = queryset.filter(read_at__isnull=True).update(read_at=timezone.now())
         self.message_user(request, f"Marked {count} alert(s) as read.", messages.SUCCESS)
+
+    @admin.display(description="webhook")
+    def webhook_status(self, obj: Alert):
+        if obj.webhook_delivered_at is not None:
+            return format_html('<span style="color:{}">{}</span>', "#2e7d32", "delivered")
+        if obj.webhook_error:
+            return format_html(
+                '<span style="color:#c62828" title="{}">failing ({} tries)</span>',
+                obj.webhook_error,
+                obj.webhook_attempts,
+            )
+        return "—"
+
+    @admin.action(description="Send the webhook of selected alerts again", permissions=["change"])
+    def retry_webhook(self, request, queryset):
+        pending = list(
+            queryset.filter(webhook_delivered_at__isnull=True)
+            .exclude(tenant__webhook_url="")
+            .values_list("pk", flat=True)
+        )
+        for alert_id in pending:
+            transaction.on_commit(partial(tasks.deliver_webhook.delay, alert_id))
+        self.message_user(request, f"Queued {len(pending)} webhook(s).", messages.SUCCESS)
+
+
+class HasErrorsFilter(admin.SimpleListFilter):
+    title = "errors"
+    parameter_name = "errors"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "With errors"), ("no", "Without errors")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(errors__gt=0)
+        if self.value() == "no":
+            return queryset.filter(errors=0)
+        return queryset
+
+
+@admin.register(UsageRollup)
+class UsageRollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Hour by hour: what did each tenant spend, with which provider and model, how fast?
+
+    Computed from the raw records by the hourly rollup job; kept after retention deletes them.
+    """
+
+    list_display = [
+        "hour",
+        "tenant_link",
+        "end_user",
+        "api_key",
+        "provider_name",
+        "model_name",
+        "requests",
+        "errors",
+        "input_tokens",
+        "cached_tokens",
+        "output_tokens",
+        "cost_usd",
+        "avg_latency_ms",
+    ]
+    list_filter = [HasErrorsFilter]
+    list_select_related = ["tenant", "end_user", "api_key"]
+    search_fields = ["=tenant__slug", "=end_user__external_id"]
+    date_hierarchy = "hour"
+    ordering = ["-hour"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    readonly_fields = ["provider_name", "model_name", "avg_latency_ms"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _provider_name=_name_of("providers", "Provider", "provider_id"),
+                _model_name=_name_of("routing", "CatalogModel", "model_id"),
+            )
+        )
+
+    @admin.display(description="tenant")
+    def tenant_link(self, obj: UsageRollup):
+        return changelist_link(UsageRollup, obj.tenant, tenant__id__exact=obj.tenant_id)
+
+    @admin.display(description="provider")
+    def provider_name(self, obj: UsageRollup) -> str:
+        return obj._provider_name or (f"#{obj.provider_id}" if obj.provider_id else "—")
+
+    @admin.display(description="model")
+    def model_name(self, obj: UsageRollup) -> str:
+        return obj._model_name or (f"#{obj.model_id}" if obj.model_id else "—")
+
+    @admin.display(description="avg latency (ms)")
+    def avg_latency_ms(self, obj: UsageRollup) -> int | None:
+        return round(obj.latency_total_ms / obj.attempts) if obj.attempts else None
+
+
+@admin.register(UsageRollupState)
+class UsageRollupStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """How far have the rollup job and retention got?"""
+
+    list_display = [
+        "settled_through_id",
+        "scanned_through_id",
+        "scanned_at",
+        "complete_before",
+        "purged_before",
+        "updated_at",
+    ]

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 
 from tenants.models import EndUser, Tenant, TenantAPIKey
 from usage.choices import (
@@ -177,6 +178,16 @@ class Alert(models.Model):
     message = models.CharField(max_length=300)
     created_at = models.DateTimeField(auto_now_add=True)
     read_at = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the email went out and the webhook was queued."
+    )
+    webhook_delivered_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the tenant's webhook answered 2xx."
+    )
+    webhook_attempts = models.PositiveSmallIntegerField(default=0)
+    webhook_error = models.CharField(
+        max_length=200, blank=True, help_text="Why the last webhook attempt failed."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -188,3 +199,124 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+# Upper bounds (ms, inclusive) of UsageRollup's latency buckets; the last bucket is above 10 s.
+LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class UsageRollup(models.Model):
+    """An hour of a tenant's usage per end user, API key, provider and model (dashboards).
+
+    Like a usage report, `requests` counts successful attempts and `errors` every other
+    outcome (requests + errors = attempts); tokens, cost and latency cover every attempt. The
+    latency buckets are not cumulative: an attempt counts in the one bucket whose range
+    (previous bound, bound] holds its latency, so buckets add up in SQL like any column.
+    Recomputed from raw records (usage.rollups), never incremented.
+    """
+
+    hour = models.DateTimeField(help_text="Start of the UTC hour.")
+    # No database constraints and no single-column indexes, as on UsageRecord: the unique
+    # index below leads with (tenant, hour), which is how every reader filters.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    end_user = models.ForeignKey(
+        EndUser,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    api_key = models.ForeignKey(
+        TenantAPIKey,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    provider_id = models.IntegerField(null=True, blank=True)
+    model_id = models.IntegerField(null=True, blank=True, help_text="Catalog model id.")
+    requests = models.PositiveIntegerField(default=0, help_text="Successful attempts.")
+    errors = models.PositiveIntegerField(default=0, help_text="Attempts with any other outcome.")
+    input_tokens = models.PositiveBigIntegerField(default=0, help_text="Uncached input tokens.")
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(**MONEY, default=Decimal(0))
+    latency_total_ms = models.PositiveBigIntegerField(
+        default=0, help_text="Sum over all attempts (average = total / attempts)."
+    )
+    latency_le_100 = models.PositiveIntegerField(default=0, help_text="Attempts ≤ 100 ms.")
+    latency_le_250 = models.PositiveIntegerField(default=0, help_text="Attempts 101-250 ms.")
+    latency_le_500 = models.PositiveIntegerField(default=0, help_text="Attempts 251-500 ms.")
+    latency_le_1000 = models.PositiveIntegerField(default=0, help_text="Attempts 501-1000 ms.")
+    latency_le_2500 = models.PositiveIntegerField(default=0, help_text="Attempts 1001-2500 ms.")
+    latency_le_5000 = models.PositiveIntegerField(default=0, help_text="Attempts 2501-5000 ms.")
+    latency_le_10000 = models.PositiveIntegerField(default=0, help_text="Attempts 5001-10000 ms.")
+    latency_gt_10000 = models.PositiveIntegerField(default=0, help_text="Attempts > 10000 ms.")
+
+    class Meta:
+        constraints = [
+            # NULL means "none" (no end user, no key, the attempt never reached a provider).
+            # COALESCE makes those groups unique too, on PostgreSQL and on SQLite alike
+            # (`nulls_distinct=False` would silently create no constraint on SQLite).
+            models.UniqueConstraint(
+                "tenant",
+                "hour",
+                Coalesce("end_user", 0, output_field=models.BigIntegerField()),
+                Coalesce("api_key", 0, output_field=models.BigIntegerField()),
+                Coalesce("provider_id", 0, output_field=models.IntegerField()),
+                Coalesce("model_id", 0, output_field=models.IntegerField()),
+                name="%(app_label)s_%(class)s_one_row_per_group",
+            )
+        ]
+        indexes = [models.Index(fields=["hour"], name="usage_rollup_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.hour:%Y-%m-%d %H}:00"
+
+    @property
+    def attempts(self) -> int:
+        return self.requests + self.errors
+
+
+class UsageRollupState(models.Model):
+    """Where the rollup job stands: which records it has rolled up, which hours are final.
+
+    One row. Records are found by id (ids grow with every insert), so a record written late
+    for an old hour is still rolled up; every id range is scanned twice, a while apart, so a
+    batch whose transaction was still open at the first scan is caught by the second.
+    """
+
+    settled_through_id = models.PositiveBigIntegerField(
+        default=0, help_text="Records up to this id are rolled up (scanned twice)."
+    )
+    scanned_through_id = models.PositiveBigIntegerField(
+        default=0, help_text="Records up to this id have been rolled up at least once."
+    )
+    scanned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the run that scanned them started."
+    )
+    complete_before = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Rollups of earlier hours held every record when last computed; readers take "
+        "rollups before this hour and raw records after it.",
+    )
+    purged_before = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Retention deletes raw records before this hour, so their rollups are final: "
+        "never recomputed (a record still written for one is added to it).",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "usage rollup state"
+
+    def __str__(self) -> str:
+        return f"rolled up through record {self.settled_through_id}"

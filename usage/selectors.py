@@ -18,7 +18,13 @@ from tenants.models import EndUser, Tenant, TenantAPIKey
 from usage import counters
 from usage.choices import CapScope, Outcome
 from usage.limiter import from_units
-from usage.models import CreditLedgerEntry, SpendingCap, UsageRecord
+from usage.models import (
+    CreditLedgerEntry,
+    SpendingCap,
+    UsageRecord,
+    UsageRollup,
+    UsageRollupState,
+)
 from usage.money import quantize_usd
 from usage.periods import period_bounds
 
@@ -492,3 +498,44 @@ def _caps_for(
             who = f"{tenant.pk}:{end_user.external_id}"
             caps.append(("u", who, cap, end_user.external_id))
     return caps
+
+
+# --- Spend in a billing period (spending alerts) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodSpend:
+    """A tenant's recorded cost in a period, in total and per end user (by id)."""
+
+    total_usd: Decimal
+    by_end_user: dict[int, Decimal]
+
+
+def period_spend(*, tenant_id: int, start: datetime, end: datetime) -> PeriodSpend:
+    """The tenant's recorded cost in [start, end) (whole hours), in total and per end user.
+
+    Hours the rollup job has completed are read from rollups and only the rest from raw
+    records, so a check every few minutes does not re-read the month's records. Two queries.
+    """
+    complete_before = UsageRollupState.objects.values_list("complete_before", flat=True).first()
+    split = min(max(complete_before or start, start), end)
+    parts = []
+    if split > start:
+        parts.append(
+            UsageRollup.objects.filter(tenant_id=tenant_id, hour__gte=start, hour__lt=split)
+        )
+    if end > split:
+        parts.append(
+            UsageRecord.objects.filter(
+                tenant_id=tenant_id, created_at__gte=split, created_at__lt=end
+            )
+        )
+    by_end_user: dict[int | None, Decimal] = {}
+    for rows in parts:
+        grouped = rows.values("end_user_id").annotate(total=Sum("cost_usd")).order_by()
+        for end_user_id, total in grouped.values_list("end_user_id", "total"):
+            by_end_user[end_user_id] = by_end_user.get(end_user_id, Decimal(0)) + (total or 0)
+    return PeriodSpend(
+        total_usd=sum(by_end_user.values(), Decimal(0)),
+        by_end_user={pk: spent for pk, spent in by_end_user.items() if pk is not None},
+    )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
 
 from tenants import audit, config_version
+from tenants.crypto import MASK
 from tenants.models import Tenant
 from usage import counters
 from usage.choices import LedgerKind
@@ -99,3 +101,25 @@ def set_spending_cap(
         tenant_id = tenant.pk
         transaction.on_commit(lambda: config_version.bump(tenant_id=tenant_id))
     return cap
+
+
+# Shown in the audit log instead of the secret.
+SECRET_CHANGED = f"{MASK} (changed)"
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix that names the value, not a secret
+
+
+def rotate_webhook_secret(*, tenant: Tenant, actor: Any) -> str:
+    """Give the tenant a new webhook signing secret and return it: the only time it is shown
+    (stored encrypted). Alerts are signed with it from the next delivery on; audited."""
+    secret = WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        Tenant.objects.filter(pk=tenant.pk).update(webhook_secret=secret)
+        audit.record(
+            actor=actor,
+            tenant=tenant,
+            action="tenant.webhook_secret_rotated",
+            target=tenant,
+            changes={"webhook_secret": SECRET_CHANGED},
+        )
+    tenant.refresh_from_db(fields=["webhook_secret"])
+    return secret

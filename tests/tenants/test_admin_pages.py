@@ -31,6 +31,7 @@ from tests.factories import (
     UsageRecordFactory,
     UserFactory,
 )
+from usage.rollups import roll_up_usage
 
 # Session, user, counts, rows, filters, date hierarchy: what a changelist may cost at most.
 MAX_CHANGELIST_QUERIES = 14
@@ -80,6 +81,7 @@ def make_rows(count: int) -> None:
             catalog_model=model, sync_run=run, changed_at=timezone.now()
         )
         _beat_rows(n)
+    roll_up_usage(now=timezone.now())
 
 
 def _beat_rows(n: int) -> None:
