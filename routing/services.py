@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,9 +24,16 @@ from providers.models import Provider
 from providers.presets import preset_for
 from providers.selectors import platform_keys, platform_providers, providers_for
 from routing import catalog, catalog_sources
+from routing import selectors as routing_selectors
 from routing.catalog import CatalogEntry, CatalogSourceError, SkippedEntry
 from routing.choices import ModelMode
-from routing.models import CatalogModel, CatalogPriceChange, CatalogSyncRun, LLMSettings
+from routing.models import (
+    CatalogModel,
+    CatalogPriceChange,
+    CatalogSyncRun,
+    LLMSettings,
+    RoutingPolicy,
+)
 from tenants import audit, config_version
 from tenants.models import EndUser, Tenant
 
@@ -888,27 +895,18 @@ def _known_model_names(tenant: Tenant, names: Iterable[str]) -> list[str]:
     """`names` without blanks and repeats; ValidationError when one is not a catalog model
     of a provider the tenant may use."""
     wanted = list(dict.fromkeys(n.strip() for n in names if n and n.strip()))
-    if not wanted:
-        return []
-    known = set(
-        CatalogModel.objects.filter(
-            name__in=wanted,
-            is_enabled=True,
-            is_deprecated=False,
-            provider__in=providers_for(tenant=tenant),
-        ).values_list("name", flat=True)
-    )
-    missing = [n for n in wanted if n not in known]
+    missing = routing_selectors.unknown_model_names(tenant=tenant, names=wanted) if wanted else []
     if missing:
-        raise ValidationError(
-            {
-                "preferred_models": (
-                    f"Unknown model{'s' if len(missing) > 1 else ''}: {', '.join(missing)}. "
-                    "Use names from the model list (GET /v1/models)."
-                )
-            }
-        )
+        raise ValidationError({"preferred_models": unknown_models_message(missing)})
     return wanted
+
+
+def unknown_models_message(names: Sequence[str]) -> str:
+    """What to tell someone who named models the catalog does not route."""
+    return (
+        f"Unknown model{'s' if len(names) > 1 else ''}: {', '.join(names)}. "
+        "Use catalog model names, as GET /v1/models lists them."
+    )
 
 
 def _usable_providers(tenant: Tenant, providers: Iterable[Provider]) -> list[Provider]:
@@ -929,3 +927,98 @@ def _audited(name: str, value: Any) -> Any:
     if name == "system_prompt" and value:
         return value[:AUDITED_PROMPT_CHARS] + ("…" if len(value) > AUDITED_PROMPT_CHARS else "")
     return _plain(value)
+
+
+# --- staff's hand edits through the management API: catalog models, routing policies --------
+
+# What staff change on a catalog model by hand; imports keep the rest in step with sources.
+# Enabling and disabling is set_catalog_models_enabled's (the admin's bulk action too).
+EDITABLE_MODEL_FIELDS = frozenset({*PRICE_FIELDS, "quality_score", "quality_overridden"})
+EDITABLE_POLICY_FIELDS = frozenset(
+    {
+        "max_price_per_1k",
+        "weight_cost",
+        "weight_latency",
+        "weight_quality",
+        "max_latency_ms",
+        "preferred_provider_kinds",
+        "description",
+    }
+)
+
+
+def update_catalog_model(
+    *, model: CatalogModel, actor: Any, now: datetime | None = None, **fields: Any
+) -> CatalogModel:
+    """Change a catalog model's prices or quality score; audited, config bumped.
+
+    Setting `quality_score` marks it overridden (imports leave it alone); clearing
+    `quality_overridden` hands it back to the heuristic at once. A price change is kept in
+    the price history like a sync's. Raises ValidationError and saves nothing when invalid.
+    """
+    unknown = set(fields) - EDITABLE_MODEL_FIELDS
+    if unknown:
+        raise TypeError(f"Unknown catalog model fields: {', '.join(sorted(unknown))}.")
+    now = now or timezone.now()
+    if "quality_score" in fields:
+        fields["quality_overridden"] = True
+    old_prices = {f: getattr(model, f) for f in PRICE_FIELDS}
+    changes: dict[str, list[Any]] = {}
+    for name, value in fields.items():
+        old = getattr(model, name)
+        if old != value:
+            changes[name] = [_plain(old), _plain(value)]
+            setattr(model, name, value)
+    if not model.quality_overridden and (
+        "quality_overridden" in changes or any(f in changes for f in PRICE_FIELDS)
+    ):
+        quality = catalog.default_quality(model)
+        if quality != model.quality_score:
+            changes["quality_score"] = [model.quality_score, quality]
+            model.quality_score = quality
+    if not changes:
+        return model
+    model.full_clean()
+    with transaction.atomic():
+        model.save(update_fields=[*changes, "updated_at"])
+        if any(f in changes for f in PRICE_FIELDS):
+            CatalogPriceChange.objects.create(
+                catalog_model=model,
+                sync_run=None,
+                changed_at=now,
+                **{f"old_{f}": old_prices[f] for f in PRICE_FIELDS},
+                **{f"new_{f}": getattr(model, f) for f in PRICE_FIELDS},
+            )
+        audit.record(actor=actor, action="catalog_model.updated", target=model, changes=changes)
+        transaction.on_commit(lambda: config_version.bump(tenant_id=None))
+    return model
+
+
+def update_routing_policy(*, policy: RoutingPolicy, actor: Any, **fields: Any) -> RoutingPolicy:
+    """Change a power level's price cap, weights or preferred provider kinds; audited,
+    config bumped. Raises ValidationError and saves nothing when a value is invalid."""
+    unknown = set(fields) - EDITABLE_POLICY_FIELDS
+    if unknown:
+        raise TypeError(f"Unknown routing policy fields: {', '.join(sorted(unknown))}.")
+    if "preferred_provider_kinds" in fields:
+        kinds = list(dict.fromkeys(fields["preferred_provider_kinds"]))
+        invalid = sorted(set(kinds) - set(ProviderKind.values))
+        if invalid:
+            raise ValidationError(
+                {"preferred_provider_kinds": f"Unknown provider kinds: {', '.join(invalid)}."}
+            )
+        fields["preferred_provider_kinds"] = kinds
+    changes: dict[str, list[Any]] = {}
+    for name, value in fields.items():
+        old = getattr(policy, name)
+        if old != value:
+            changes[name] = [_plain(old), _plain(value)]
+            setattr(policy, name, value)
+    if not changes:
+        return policy
+    policy.full_clean()
+    with transaction.atomic():
+        policy.save(update_fields=[*changes])
+        audit.record(actor=actor, action="routing_policy.updated", target=policy, changes=changes)
+        transaction.on_commit(lambda: config_version.bump(tenant_id=None))
+    return policy

@@ -80,13 +80,17 @@ def adjust_credit_balance(*, tenant_id: int, amount_usd: Decimal) -> None:
         logger.warning("credits.live_balance_not_updated", extra={"tenant_id": tenant_id})
 
 
-def rate_limit_key(tenant_id: int, name: str) -> str:
-    """GCRA state of one of a tenant's limits (`requests-minute`, `tokens-minute`, ...)."""
-    return f"sy:rl:{tenant_id}:{name}"
+def rate_limit_key(tenant_id: int, name: str, limit: int) -> str:
+    """GCRA state of one of a tenant's limits (`requests-minute`, `tokens-minute`, ...).
+
+    The limit is part of the key: GCRA's state is a time measured in the old limit's units,
+    so a plan change must start a fresh bucket, not inherit a full one.
+    """
+    return f"sy:rl:{tenant_id}:{name}:{limit}"
 
 
-def api_key_rate_limit_key(key_id: int) -> str:
-    return f"sy:rl:k:{key_id}:requests-minute"
+def api_key_rate_limit_key(key_id: int, limit: int) -> str:
+    return f"sy:rl:k:{key_id}:requests-minute:{limit}"
 
 
 def budget_keys(kind: str, who: str, period_start) -> tuple[str, str]:

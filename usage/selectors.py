@@ -333,7 +333,7 @@ def usage_export(*, tenant: Tenant, filters: UsageFilters) -> QuerySet:
 
 
 # name, Plan field, period (ms), unit: the gateway's limits (routing/gateway/limits.py), whose
-# GCRA state lives under counters.rate_limit_key(tenant_id, name).
+# GCRA state lives under counters.rate_limit_key(tenant_id, name, limit).
 PLAN_RATE_LIMITS = (
     ("requests-minute", "requests_per_minute", 60_000, "requests"),
     ("requests-hour", "requests_per_hour", 3_600_000, "requests"),
@@ -415,11 +415,11 @@ def limit_status(
         for name, field, period, unit in PLAN_RATE_LIMITS
         if getattr(plan, field)
     ]
-    rate_keys = [counters.rate_limit_key(tenant.pk, name) for name, *_ in rates]
+    rate_keys = [counters.rate_limit_key(tenant.pk, name, limit) for name, _, _, limit in rates]
     if api_key is not None and api_key.requests_per_minute:
         name, period, unit = KEY_RATE_LIMIT
         rates.append((name, unit, period, api_key.requests_per_minute))
-        rate_keys.append(counters.api_key_rate_limit_key(api_key.pk))
+        rate_keys.append(counters.api_key_rate_limit_key(api_key.pk, api_key.requests_per_minute))
 
     start, end = period_bounds(tenant.billing_day, now)
     caps = _caps_for(tenant=tenant, end_user=end_user)
@@ -539,3 +539,66 @@ def period_spend(*, tenant_id: int, start: datetime, end: datetime) -> PeriodSpe
         total_usd=sum(by_end_user.values(), Decimal(0)),
         by_end_user={pk: spent for pk, spent in by_end_user.items() if pk is not None},
     )
+
+
+# --- Spending page ------------------------------------------------------------------------
+
+
+def alerts_for(*, tenant: Tenant, end_user_id: int | None, whole_tenant: bool) -> QuerySet:
+    """The tenant's alerts, newest first: all of them for a whole-tenant reader; otherwise
+    those about the tenant itself and those about `end_user_id` (None: the tenant's only)."""
+    alerts = tenant.alerts.select_related("end_user")
+    if not whole_tenant:
+        about = Q(end_user__isnull=True)
+        if end_user_id is not None:
+            about |= Q(end_user_id=end_user_id)
+        alerts = alerts.filter(about)
+    return alerts.order_by("-created_at", "-pk")
+
+
+def end_user_caps(*, tenant_id: int) -> QuerySet[SpendingCap]:
+    """The tenant's caps of single end users, by the end user's id."""
+    return (
+        SpendingCap.objects.filter(tenant_id=tenant_id, scope=CapScope.USER)
+        .select_related("end_user")
+        .order_by("end_user__external_id", "pk")
+    )
+
+
+def get_end_user_cap(*, tenant_id: int, cap_id: int) -> SpendingCap:
+    """The tenant's cap of one end user, or SpendingCap.DoesNotExist (another tenant's too)."""
+    return end_user_caps(tenant_id=tenant_id).get(pk=cap_id)
+
+
+def end_user_cap_spend(
+    *, tenant: Tenant, caps: Sequence[SpendingCap], now: datetime
+) -> dict[int, Decimal]:
+    """This billing period's spend of each cap's end user, by end-user id.
+
+    Read from the gateway's live counters in one Redis round trip; an end user without a
+    counter (none seeded yet, or Redis unreachable) is read from the database, once for all
+    of them (period_spend: rollups, then the records newer than they are).
+    """
+    start, end = period_bounds(tenant.billing_day, now)
+    users = [cap.end_user for cap in caps if cap.end_user is not None]
+    keys = [
+        counters.budget_keys("u", f"{tenant.pk}:{user.external_id}", start.date())[0]
+        for user in users
+    ]
+    try:
+        values = counters.sync_client().mget(keys) if keys else []
+    except (redis.RedisError, OSError):
+        logger.warning("limits.status_unavailable", extra={"tenant_id": tenant.pk})
+        values = [None] * len(keys)
+    spent: dict[int, Decimal] = {}
+    missing = []
+    for user, value in zip(users, values, strict=True):
+        if value is None:
+            missing.append(user.pk)
+        else:
+            spent[user.pk] = quantize_usd(from_units(int(value)))
+    if missing:
+        recorded = period_spend(tenant_id=tenant.pk, start=start, end=end).by_end_user
+        for pk in missing:
+            spent[pk] = quantize_usd(recorded.get(pk, Decimal(0)))
+    return spent

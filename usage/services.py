@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+from collections.abc import Iterable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from tenants import audit, config_version
 from tenants.crypto import MASK
@@ -15,6 +19,8 @@ from usage import counters
 from usage.choices import LedgerKind
 from usage.models import CreditLedgerEntry, SpendingCap
 from usage.money import quantize_cents, quantize_usd
+
+logger = logging.getLogger(__name__)
 
 # What staff may add by hand; usage and platform fees are written by metering only.
 GRANTABLE_KINDS = (LedgerKind.GRANT, LedgerKind.PURCHASE, LedgerKind.ADJUSTMENT)
@@ -123,3 +129,24 @@ def rotate_webhook_secret(*, tenant: Tenant, actor: Any) -> str:
         )
     tenant.refresh_from_db(fields=["webhook_secret"])
     return secret
+
+
+def mark_alerts_read(
+    *, tenant: Tenant, alert_ids: Iterable[int], actor: Any, now: datetime | None = None
+) -> int:
+    """Mark the tenant's unread alerts among `alert_ids` read; returns how many changed.
+
+    Another tenant's ids match nothing. Which of its alerts the actor may mark is the
+    caller's decision (a member marks those about their own end user).
+    """
+    ids = {int(pk) for pk in alert_ids}
+    if not ids:
+        return 0
+    changed = tenant.alerts.filter(pk__in=ids, read_at__isnull=True).update(
+        read_at=now or timezone.now()
+    )
+    logger.info(
+        "alerts.marked_read",
+        extra={"tenant_id": tenant.pk, "count": changed, "actor_id": getattr(actor, "pk", None)},
+    )
+    return changed

@@ -68,16 +68,18 @@ def _rate_limits(tenant: TenantInfo, key_id: int, key_rpm: int | None) -> list[R
     ):
         if value:
             limits.append(
-                RateLimit(counters.rate_limit_key(tenant.id, name), period, value, name=name)
+                RateLimit(counters.rate_limit_key(tenant.id, name, value), period, value, name=name)
             )
     if key_rpm:
         limits.append(
-            RateLimit(counters.api_key_rate_limit_key(key_id), MINUTE, key_rpm, name="key-minute")
+            RateLimit(
+                counters.api_key_rate_limit_key(key_id, key_rpm), MINUTE, key_rpm, name="key-minute"
+            )
         )
     if plan.tokens_per_minute:
         limits.append(
             RateLimit(
-                counters.rate_limit_key(tenant.id, "tokens-minute"),
+                counters.rate_limit_key(tenant.id, "tokens-minute", plan.tokens_per_minute),
                 MINUTE,
                 plan.tokens_per_minute,
                 is_tokens=True,

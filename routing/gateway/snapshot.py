@@ -102,7 +102,7 @@ class TenantInfo:
 
 @dataclass(frozen=True, slots=True)
 class APIKeyInfo:
-    id: int
+    id: int | None  # None for a playground token: no API key row, usage has api_key NULL
     tenant_id: int
     scopes: frozenset[str]
     end_user_id: int | None

@@ -12,6 +12,10 @@ from tenants.choices import Role
 ALL_ROLES = (Role.OWNER, Role.ADMIN, Role.MEMBER, Role.VIEWER)
 # Roles that see the whole tenant's data (a member sees only their own end user's).
 TENANT_READERS = (Role.OWNER, Role.ADMIN, Role.VIEWER)
+# Roles that change the tenant's configuration (keys, settings, caps, members).
+MANAGER_ROLES = (Role.OWNER, Role.ADMIN)
+# Roles with keys and settings of their own (viewers only look).
+USER_ROLES = (Role.OWNER, Role.ADMIN, Role.MEMBER)
 
 
 class HasTenant(BasePermission):
@@ -68,3 +72,31 @@ def HasRole(*roles: str) -> type[BasePermission]:
 
     _HasRole.__name__ = _HasRole.__qualname__ = f"HasRole_{'_'.join(roles)}"
     return _HasRole
+
+
+@cache
+def HasAnyScope(*scopes: str) -> type[BasePermission]:
+    """Permission class: an API-key caller needs one of `scopes` (e.g. a read scope or
+    `manage`); session users are judged by role."""
+
+    class _HasAnyScope(BasePermission):
+        message = f"This API key lacks one of the scopes {', '.join(repr(s) for s in scopes)}."
+
+        def has_permission(self, request, view) -> bool:
+            key = getattr(request, "api_key", None)
+            return key is None or any(key.has_scope(scope) for scope in scopes)
+
+    _HasAnyScope.__name__ = _HasAnyScope.__qualname__ = f"HasAnyScope_{'_'.join(scopes)}"
+    return _HasAnyScope
+
+
+class IsStaffSession(BasePermission):
+    """A logged-in staff user; an API key never is, whatever its scopes."""
+
+    message = "Only Switchyard staff may use this, signed in (API keys never may)."
+
+    def has_permission(self, request, view) -> bool:
+        if getattr(request, "api_key", None) is not None or request.auth is not None:
+            return False
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff and user.is_active)

@@ -59,7 +59,8 @@ def by_name(entries: list[dict]) -> dict[str, dict]:
 
 def used_up(store, tenant, name: str, tat_ms) -> None:
     """Set a limit's theoretical arrival time, as the gateway's script stores it."""
-    store.set(counters.rate_limit_key(tenant.pk, name), str(tat_ms))
+    limit = {r[0]: getattr(tenant.plan, r[1]) for r in selectors.PLAN_RATE_LIMITS}[name]
+    store.set(counters.rate_limit_key(tenant.pk, name, limit), str(tat_ms))
 
 
 # --- levels -----------------------------------------------------------------------------------
@@ -176,7 +177,9 @@ def test_the_api_reports_each_limit_from_the_live_counters(tenant, store, frozen
 
 def test_a_key_with_its_own_limit_sees_it(tenant, store, frozen):
     key = TenantAPIKeyFactory(tenant=tenant, requests_per_minute=10)
-    store.set(counters.api_key_rate_limit_key(key.pk), NOW_MS + 8 * 6000)  # 8 of 10
+    store.set(
+        counters.api_key_rate_limit_key(key.pk, key.requests_per_minute), NOW_MS + 8 * 6000
+    )  # 8 of 10
 
     entry = by_name(client_for_key(key).get(URL).json()["limits"])["key-requests-minute"]
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 from rest_framework import serializers
 
-from usage.models import CreditLedgerEntry
+from usage.choices import CapMode, CapScope
+from usage.models import CreditLedgerEntry, SpendingCap
 from usage.selectors import MAX_REPORT_DAYS, USAGE_GROUPS, UsageFilters
 
 MONEY = {"max_digits": 20, "decimal_places": 8, "coerce_to_string": True}
@@ -174,3 +176,81 @@ LIMIT_SERIALIZERS = {
     "spending_cap": SpendingCapStatusSerializer,
     "credits": CreditStatusSerializer,
 }
+
+
+# --- spending caps --------------------------------------------------------------------------
+
+CAP_MONEY = {"max_digits": 14, "decimal_places": 2}
+
+
+def thresholds_field(**kwargs) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=100),
+        max_length=10,
+        help_text="Percent of the cap at which an alert is sent, e.g. [50, 80, 100].",
+        **kwargs,
+    )
+
+
+class SpendingCapSerializer(serializers.ModelSerializer):
+    end_user = serializers.SlugRelatedField(
+        slug_field="external_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The end user's id, for scope `user`.",
+    )
+    amount_usd = serializers.DecimalField(**CAP_MONEY, coerce_to_string=True, read_only=True)
+    alert_thresholds = serializers.ListField(child=serializers.IntegerField(), read_only=True)
+
+    class Meta:
+        model = SpendingCap
+        fields = [
+            "id",
+            "scope",
+            "end_user",
+            "amount_usd",
+            "mode",
+            "alert_thresholds",
+            "is_enabled",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class SpendingCapWriteSerializer(serializers.Serializer):
+    """A cap to set: one per scope (and per end user for scope `user`)."""
+
+    scope = serializers.ChoiceField(
+        choices=CapScope.choices,
+        help_text="tenant: the whole tenant; each_user: every end user (the default cap); "
+        "user: one end user.",
+    )
+    end_user = serializers.CharField(
+        max_length=128,
+        required=False,
+        help_text="For scope `user`: the end user's id (created if new).",
+    )
+    amount_usd = serializers.DecimalField(**CAP_MONEY, min_value=Decimal(0))
+    mode = serializers.ChoiceField(
+        choices=CapMode.choices,
+        default=CapMode.HARD,
+        help_text="hard refuses requests at the cap; soft only alerts.",
+    )
+    alert_thresholds = thresholds_field(required=False)
+    is_enabled = serializers.BooleanField(default=True)
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["scope"] == CapScope.USER and not attrs.get("end_user"):
+            raise serializers.ValidationError({"end_user": "Name the end user of this cap."})
+        if attrs["scope"] != CapScope.USER and attrs.get("end_user"):
+            raise serializers.ValidationError(
+                {"end_user": "Only a cap of scope `user` names an end user."}
+            )
+        return attrs
+
+
+class SpendingCapUpdateSerializer(serializers.Serializer):
+    amount_usd = serializers.DecimalField(**CAP_MONEY, min_value=Decimal(0), required=False)
+    mode = serializers.ChoiceField(choices=CapMode.choices, required=False)
+    alert_thresholds = thresholds_field(required=False)
+    is_enabled = serializers.BooleanField(required=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
+from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -22,28 +23,42 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
+    extend_schema_view,
     inline_serializer,
 )
-from rest_framework import serializers, status
+from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from tenants.api.permissions import ALL_ROLES, HasRole, HasScope, SeesWholeTenant
-from tenants.api.views import TenantScopedAPIView
+from tenants.api.permissions import (
+    ALL_ROLES,
+    MANAGER_ROLES,
+    HasAnyScope,
+    HasRole,
+    HasScope,
+    SeesWholeTenant,
+)
+from tenants.api.serializers import ErrorSerializer
+from tenants.api.views import TenantScopedAPIView, TenantScopedViewSet
 from tenants.choices import Scope
+from tenants.services import get_or_create_end_user
 from usage import selectors
 from usage.api.serializers import (
     LIMIT_SERIALIZERS,
     CreditsSerializer,
     CreditStatusSerializer,
     RateLimitStatusSerializer,
+    SpendingCapSerializer,
     SpendingCapStatusSerializer,
+    SpendingCapUpdateSerializer,
+    SpendingCapWriteSerializer,
     UsageQuerySerializer,
     UsageReportQuerySerializer,
     UsageReportSerializer,
 )
-from usage.choices import Outcome, PowerLevelCode
+from usage.choices import CapScope, Outcome, PowerLevelCode
+from usage.services import set_spending_cap
 
 # Rows fetched per round trip from the server-side cursor, and written per streamed chunk:
 # memory stays at one batch (~0.5 MB of CSV) however long the export.
@@ -51,7 +66,7 @@ EXPORT_BATCH_ROWS = 2000
 # Spreadsheets run a cell starting with one of these as a formula (CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-ERROR = inline_serializer("Error", {"detail": serializers.CharField()})
+ERROR = ErrorSerializer
 ERRORS = {
     401: OpenApiResponse(ERROR, description="No, unknown or revoked API key."),
     403: OpenApiResponse(
@@ -292,4 +307,134 @@ class LimitsView(TenantScopedAPIView):
         )
         return Response(
             {"limits": [LIMIT_SERIALIZERS[entry["kind"]](entry).data for entry in entries]}
+        )
+
+
+# --- spending caps --------------------------------------------------------------------------
+
+CAPS_FORBIDDEN = (
+    "Missing `usage:read` or `manage` scope (`manage` to change); a member or an "
+    "end-user-bound key; or, to change, a viewer."
+)
+CAP_NOT_FOUND = {404: OpenApiResponse(ERROR, description="No such cap (or another tenant's).")}
+CAP_ERRORS = {
+    401: ERRORS[401],
+    403: OpenApiResponse(ERROR, description=CAPS_FORBIDDEN),
+}
+BAD_CAP = {400: OpenApiResponse(ERROR, description="Invalid input; nothing saved.")}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        operation_id="spending_caps_list",
+        summary="Spending caps",
+        description="The tenant's monthly caps: the whole tenant's, each end user's (the "
+        "default) and single end users'. Disabled caps are listed too.",
+        responses={200: SpendingCapSerializer(many=True), **CAP_ERRORS},
+    ),
+    retrieve=extend_schema(
+        operation_id="spending_caps_retrieve",
+        summary="A spending cap",
+        responses={200: SpendingCapSerializer, **CAP_NOT_FOUND, **CAP_ERRORS},
+    ),
+    create=extend_schema(
+        operation_id="spending_caps_set",
+        summary="Set a spending cap",
+        description="Creates the cap of `scope` (and `end_user`), or changes it if there is "
+        "one (201 when created, 200 when changed). The gateway applies it to the next request.",
+        request=SpendingCapWriteSerializer,
+        responses={
+            201: SpendingCapSerializer,
+            200: SpendingCapSerializer,
+            **BAD_CAP,
+            **CAP_ERRORS,
+        },
+    ),
+    partial_update=extend_schema(
+        operation_id="spending_caps_update",
+        summary="Change a spending cap",
+        request=SpendingCapUpdateSerializer,
+        responses={200: SpendingCapSerializer, **BAD_CAP, **CAP_NOT_FOUND, **CAP_ERRORS},
+    ),
+    destroy=extend_schema(
+        operation_id="spending_caps_disable",
+        summary="Disable a spending cap",
+        description="The cap stops applying; it is kept (disabled) with its history.",
+        responses={204: None, **CAP_NOT_FOUND, **CAP_ERRORS},
+    ),
+)
+@extend_schema(tags=["spending caps"])
+class SpendingCapViewSet(TenantScopedViewSet):
+    # The caps are the tenant's money: owners, admins, viewers and whole-tenant keys read
+    # them; owners, admins and `manage` keys change them.
+    permission_classes = [HasAnyScope(Scope.USAGE_READ, Scope.MANAGE), SeesWholeTenant]
+    serializer_class = SpendingCapSerializer
+    lookup_value_converter = "int"
+
+    def get_permissions(self):
+        permissions = super().get_permissions()
+        if self.action not in ("list", "retrieve"):
+            permissions += [HasScope(Scope.MANAGE)(), HasRole(*MANAGER_ROLES)()]
+        return permissions
+
+    def tenant_queryset(self):
+        return selectors.spending_caps(tenant_id=self.tenant.pk).order_by(
+            "scope", "end_user__external_id", "pk"
+        )
+
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(SpendingCapSerializer(page, many=True).data)
+
+    def retrieve(self, request, pk: int):
+        return Response(SpendingCapSerializer(self.get_object()).data)
+
+    def create(self, request):
+        form = SpendingCapWriteSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        with transaction.atomic():
+            end_user = (
+                get_or_create_end_user(tenant=self.tenant, external_id=data["end_user"])
+                if data["scope"] == CapScope.USER
+                else None
+            )
+            existed = self.get_queryset().filter(scope=data["scope"], end_user=end_user).exists()
+            cap = set_spending_cap(
+                tenant=self.tenant,
+                scope=data["scope"],
+                end_user=end_user,
+                amount_usd=data["amount_usd"],
+                mode=data["mode"],
+                alert_thresholds=data.get("alert_thresholds"),
+                is_enabled=data["is_enabled"],
+                actor=self.actor,
+            )
+        return Response(
+            SpendingCapSerializer(cap).data,
+            status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED,
+        )
+
+    def partial_update(self, request, pk: int):
+        cap = self.get_object()
+        form = SpendingCapUpdateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        cap = self._set(cap, **form.validated_data)
+        return Response(SpendingCapSerializer(cap).data)
+
+    def destroy(self, request, pk: int):
+        self._set(self.get_object(), is_enabled=False)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _set(self, cap, **changes):
+        """set_spending_cap with `cap`'s current values, `changes` applied."""
+        return set_spending_cap(
+            tenant=self.tenant,
+            scope=cap.scope,
+            end_user=cap.end_user,
+            amount_usd=changes.get("amount_usd", cap.amount_usd),
+            mode=changes.get("mode", cap.mode),
+            alert_thresholds=changes.get("alert_thresholds"),
+            is_enabled=changes.get("is_enabled", cap.is_enabled),
+            actor=self.actor,
         )
