@@ -239,9 +239,11 @@ class Limiter:
             pipe.set(reserved_key, 0, nx=True, px=ttl_ms)
             await pipe.execute()
 
-    async def settle(
-        self, plan: Plan, now_ms: int, *, actual_units: int, actual_tokens: int, credit_units: int
-    ) -> None:
+    @staticmethod
+    def settle_call(
+        plan: Plan, now_ms: int, *, actual_units: int, actual_tokens: int, credit_units: int
+    ) -> tuple[list[str], list[int]]:
+        """The SETTLE script's keys and arguments for one request."""
         token_limits = [
             (limit, cost)
             for limit, cost in zip(plan.rate_limits, plan.request_cost, strict=True)
@@ -262,4 +264,11 @@ class Limiter:
         if plan.credits is not None:
             keys += [plan.credits.balance_key, plan.credits.reserved_key]
             args += [plan.credit_units, credit_units]
-        await self._settle(keys=keys, args=args)
+        return keys, args
+
+    async def settle_many(self, calls: Sequence[tuple[list[str], list[int]]]) -> None:
+        """Run many settles in one pipelined round trip (each is atomic on its own)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._settle(keys=keys, args=args, client=pipe)
+            await pipe.execute()

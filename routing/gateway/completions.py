@@ -177,10 +177,8 @@ async def _admit(
 def _settle(state: GatewayState, call: Call, reservation) -> None:
     """Replace the reservation by what the attempts cost (in the background)."""
     if reservation is not None:
-        state.spawn(
-            state.limits.settle(
-                reservation, cost=call.cost_usd, tokens=call.tokens, debit=call.debit_usd
-            )
+        state.limits.settle_later(
+            reservation, cost=call.cost_usd, tokens=call.tokens, debit=call.debit_usd
         )
 
 

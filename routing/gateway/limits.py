@@ -49,6 +49,8 @@ MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 # A counter seeded for a period lives a day past the period's end, then expires.
 SEED_GRACE_MS = DAY
 MAX_SEEDS = 6
+SETTLE_BATCH_SECONDS = 0.005
+SETTLE_ATTEMPTS = 3
 
 
 @dataclass(slots=True)
@@ -121,8 +123,16 @@ class Limits:
         self.limiter = Limiter(counters.async_client())
         self.rate_limits_fail_open = settings.SWITCHYARD_RATE_LIMITS_FAIL_OPEN
         self.caps_fail_closed = settings.SWITCHYARD_CAPS_FAIL_CLOSED
+        # Settles wait here a few ms and go to Redis in one pipeline: a round trip after
+        # every response cost ~0.3 ms of CPU each (py-spy under load, see README).
+        self._settles: list[tuple[list[str], list[int]]] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task] = set()
 
     async def close(self) -> None:
+        await self.flush_settles()
+        if self._flushing:
+            await asyncio.wait(self._flushing, timeout=5)
         await self.limiter.redis.aclose()
 
     def plan_for(
@@ -260,20 +270,43 @@ class Limits:
             amount = await asyncio.to_thread(_db, selectors.credit_balance, tenant_id=tenant.id)
             await self.limiter.seed(key, to_units(amount), None, spec[1])
 
-    async def settle(
+    def settle_later(
         self, reservation: Reservation, *, cost: Decimal, tokens: int, debit: Decimal
     ) -> None:
-        try:
-            await self.limiter.settle(
+        """Queue the replacement of the reservation by what the request cost."""
+        self._settles.append(
+            Limiter.settle_call(
                 reservation.plan,
                 int(time.time() * 1000),
                 actual_units=to_units(cost),
                 actual_tokens=tokens,
                 credit_units=to_units(debit),
             )
-        except (redis.RedisError, OSError):
-            LIMITS_UNAVAILABLE.labels(kind="settle").inc()
-            logger.error("limits.settle_failed")
+        )
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(SETTLE_BATCH_SECONDS, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_handle = None
+        task = asyncio.get_running_loop().create_task(self.flush_settles())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def flush_settles(self) -> None:
+        batch, self._settles = self._settles, []
+        for attempt in range(SETTLE_ATTEMPTS):
+            if not batch:
+                return
+            try:
+                await self.limiter.settle_many(batch)
+                return
+            except (redis.RedisError, OSError):
+                LIMITS_UNAVAILABLE.labels(kind="settle").inc()
+                logger.error("limits.settle_failed", extra={"settles": len(batch)})
+                await asyncio.sleep(0.2 * (attempt + 1))
+        # Still failing: these reservations stay counted until their period's keys expire
+        # (credit reservations until Redis loses them); logged and counted above.
 
 
 def _db(fn, **kwargs):

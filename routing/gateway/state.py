@@ -10,7 +10,6 @@ import aiohttp
 from django.conf import settings
 
 from providers.adapters import new_session
-from routing.gateway import tokens
 from routing.gateway.health import ProviderHealth
 from routing.gateway.limits import Limits
 from routing.gateway.snapshot import Snapshot, build_snapshot
@@ -62,7 +61,6 @@ class GatewayState:
         self.sink.start()
         self.limits = Limits()
         await self.reload(await self._read_version())
-        self.spawn(asyncio.to_thread(tokens.warm_up))
         self._poller = asyncio.get_running_loop().create_task(self._poll())
         logger.info("gateway.started", extra={"ms": int((time.perf_counter() - started) * 1000)})
 
