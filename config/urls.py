@@ -22,5 +22,6 @@ urlpatterns = [
     path("keys/", include(("providers.urls", "providers"))),
     path("", include(("tenants.page_urls", "tenants"))),
     path("", include("routing.urls")),
+    path("usage/", include(("usage.urls", "usage"))),
     path("", include("tenants.urls")),
 ]
