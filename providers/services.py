@@ -69,9 +69,10 @@ def add_provider_key(
     end_user: EndUser | None = None,
     label: str = "",
     status: str = KeyStatus.PENDING,
+    validate_later: bool = True,
 ) -> ProviderKey:
     """Store a key for `provider` at platform (no tenant), tenant or end-user scope, encrypted;
-    it is validated in the background."""
+    it is validated in the background unless the caller just checked it live."""
     secret = secret.strip()
     if not secret:
         raise ValueError("The key is empty.")
@@ -93,11 +94,14 @@ def add_provider_key(
             changes={"provider": provider.slug, "scope": scope, "key": key.masked},
         )
         _bump_on_commit(tenant.pk if tenant else None)
-        transaction.on_commit(lambda: enqueue_key_validation(key_id=key.pk))
+        if validate_later:
+            transaction.on_commit(lambda: enqueue_key_validation(key_id=key.pk))
     return key
 
 
-def replace_provider_key_secret(*, key: ProviderKey, secret: str, actor: Any = None) -> ProviderKey:
+def replace_provider_key_secret(
+    *, key: ProviderKey, secret: str, actor: Any = None, validate_later: bool = True
+) -> ProviderKey:
     """Swap the secret of `key`; it is pending validation again (queued in the background)."""
     secret = secret.strip()
     if not secret:
@@ -116,7 +120,8 @@ def replace_provider_key_secret(*, key: ProviderKey, secret: str, actor: Any = N
             changes={"key": [old, key.masked]},
         )
         _bump_on_commit(key.tenant_id)
-        transaction.on_commit(lambda: enqueue_key_validation(key_id=key.pk))
+        if validate_later:
+            transaction.on_commit(lambda: enqueue_key_validation(key_id=key.pk))
     return key
 
 
@@ -314,6 +319,7 @@ def add_checked_provider_key(
             tenant=tenant,
             end_user=end_user,
             label=label,
+            validate_later=False,  # just checked live; a second request would only cost
         )
         return record_key_validation(key=key, ok=True, actor=actor, now=now)
 
@@ -323,7 +329,7 @@ def replace_checked_provider_key_secret(
 ) -> ProviderKey:
     """Swap in a secret a live check has just accepted: the key is active again."""
     with transaction.atomic():
-        replace_provider_key_secret(key=key, secret=secret, actor=actor)
+        replace_provider_key_secret(key=key, secret=secret, actor=actor, validate_later=False)
         return record_key_validation(key=key, ok=True, actor=actor, now=now)
 
 

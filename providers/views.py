@@ -49,7 +49,7 @@ def _cheapest_chat_model_id(provider: Provider) -> str | None:
     )
 
 
-def _live_check(provider: Provider, secret: str) -> validation.ValidationResult:
+def live_check(provider: Provider, secret: str) -> validation.ValidationResult:
     """A 5-token completion on the provider's cheapest chat model, else a models list."""
     model_id = _cheapest_chat_model_id(provider)
 
@@ -118,7 +118,7 @@ def key_add(request: HttpRequest) -> HttpResponse:
         provider = form.cleaned_data["provider"]
         secret = form.cleaned_data["secret"]
         is_mine = form.cleaned_data["scope"] != SCOPE_TENANT
-        result = _live_check(provider, secret)
+        result = live_check(provider, secret)
         if result.ok:
             key = services.add_checked_provider_key(
                 provider=provider,
@@ -177,7 +177,7 @@ def key_replace(request: HttpRequest, key_id: int) -> HttpResponse:
     form = ReplaceSecretForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         secret = form.cleaned_data["secret"]
-        result = _live_check(key.provider, secret)
+        result = live_check(key.provider, secret)
         if result.ok:
             services.replace_checked_provider_key_secret(key=key, secret=secret, actor=request.user)
             messages.success(

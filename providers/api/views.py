@@ -43,7 +43,7 @@ from providers.validation import ValidationResult
 
 # The page's live check (the same model choice and fallback to the models list), so a key
 # the page accepts the API accepts too.
-from providers.views import _live_check as live_check
+from providers.views import live_check
 from tenants.api.permissions import USER_ROLES, HasRole, HasScope
 from tenants.api.serializers import ErrorSerializer, error_responses
 from tenants.api.views import StaffViewSet, TenantScopedViewSet
