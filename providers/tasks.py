@@ -9,9 +9,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.apps import apps
 from django.db import OperationalError
-from django.db.models import F
 from django.utils import timezone
 
 from providers import health, services, validation
@@ -95,7 +93,7 @@ def validate_provider_key(key_id: int) -> str | None:
     except DecryptionError:
         logger.warning("provider_key.unreadable", extra={"provider_key_id": key_id})
         return None
-    result = _check_key(key.provider, secret)
+    result = validation.check_key(key.provider, secret, timeout=KEY_VALIDATION_TIMEOUT_SECONDS)
     if result.transient:
         raise ProviderUnavailableError(result.error)
     error = "" if result.ok else result.error.replace(secret, key.masked)
@@ -127,40 +125,6 @@ def validate_active_keys() -> int:
         validate_provider_key.delay(key_id)
         queued += 1
     return queued
-
-
-def _check_key(provider: Provider, secret: str) -> validation.ValidationResult:
-    """A 5-token completion on the provider's cheapest chat model, else a models list."""
-    model_id = _cheapest_chat_model_id(provider)
-
-    def check(model: str | None) -> validation.ValidationResult:
-        return validation.validate_key(
-            protocol=provider.protocol,
-            kind=provider.kind,
-            base_url=provider.base_url,
-            api_key=secret,
-            options=provider.options or {},
-            model_id=model,
-            timeout=KEY_VALIDATION_TIMEOUT_SECONDS,
-        )
-
-    result = check(model_id)
-    if model_id and result.status == 404:
-        # Authentication comes before the model lookup: a 404 here more likely means the
-        # catalog's model is gone than that the key is bad. The models list decides.
-        result = check(None)
-    return result
-
-
-def _cheapest_chat_model_id(provider: Provider) -> str | None:
-    # By name, not import: providers sits below routing (STYLE §1).
-    catalog = apps.get_model("routing", "CatalogModel")
-    return (
-        catalog.objects.filter(provider=provider, mode="chat", is_enabled=True, is_deprecated=False)
-        .order_by(F("input_price_per_mtok") + F("output_price_per_mtok"), "pk")
-        .values_list("model_id", flat=True)
-        .first()
-    )
 
 
 def _alert_owner(key: ProviderKey) -> None:

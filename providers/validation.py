@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from django.apps import apps
+from django.db.models import F
 
 from providers.adapters import anthropic, openai_compatible
 from providers.adapters.base import Target, UpstreamError
@@ -172,3 +174,41 @@ def validate_key(
             status=response.status_code,
         )
     return result(True, "", status=response.status_code)
+
+
+def cheapest_chat_model_id(provider: Any) -> str | None:
+    """The model a key is tested on: the provider's cheapest enabled chat model."""
+    # By name, not import: providers sits below routing (STYLE §1).
+    catalog = apps.get_model("routing", "CatalogModel")
+    return (
+        catalog.objects.filter(provider=provider, mode="chat", is_enabled=True, is_deprecated=False)
+        .order_by(F("input_price_per_mtok") + F("output_price_per_mtok"), "pk")
+        .values_list("model_id", flat=True)
+        .first()
+    )
+
+
+def check_key(provider: Any, secret: str, *, timeout: float) -> ValidationResult:
+    """A 5-token completion on the provider's cheapest chat model, else a models list.
+
+    Shared by the keys page, the management API and the background validation task.
+    """
+    model_id = cheapest_chat_model_id(provider)
+
+    def check(model: str | None) -> ValidationResult:
+        return validate_key(
+            protocol=provider.protocol,
+            kind=provider.kind,
+            base_url=provider.base_url,
+            api_key=secret,
+            options=provider.options or {},
+            model_id=model,
+            timeout=timeout,
+        )
+
+    result = check(model_id)
+    if model_id and result.status == 404:
+        # Authentication comes before the model lookup: a 404 here more likely means the
+        # catalog's model is gone than that the key is bad. The models list decides.
+        result = check(None)
+    return result

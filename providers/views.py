@@ -12,7 +12,6 @@ import logging
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,12 +21,6 @@ from providers import selectors, services, validation
 from providers.choices import KeyScope
 from providers.models import Provider, ProviderKey
 from providers.page_forms import SCOPE_TENANT, AddProviderKeyForm, ReplaceSecretForm
-
-# Views wire apps together, like config: asking routing's catalog which model a key is
-# tested on is wiring, so providers' views may import routing's selectors (STYLE §1);
-# nothing else in providers does.
-from routing.choices import ModelMode
-from routing.selectors import catalog_models
 from tenants.models import EndUser
 from tenants.rbac import USERS, tenant_page
 from tenants.services import end_user_for_login
@@ -38,38 +31,9 @@ logger = logging.getLogger(__name__)
 KEY_CHECK_TIMEOUT_SECONDS = 10
 
 
-def _cheapest_chat_model_id(provider: Provider) -> str | None:
-    """The model a key is tested on: 5 tokens of the cheapest enabled chat model."""
-    return (
-        catalog_models(provider=provider, enabled=True)
-        .filter(mode=ModelMode.CHAT, is_deprecated=False)
-        .order_by(F("input_price_per_mtok") + F("output_price_per_mtok"), "pk")
-        .values_list("model_id", flat=True)
-        .first()
-    )
-
-
 def live_check(provider: Provider, secret: str) -> validation.ValidationResult:
-    """A 5-token completion on the provider's cheapest chat model, else a models list."""
-    model_id = _cheapest_chat_model_id(provider)
-
-    def check(model: str | None) -> validation.ValidationResult:
-        return validation.validate_key(
-            protocol=provider.protocol,
-            kind=provider.kind,
-            base_url=provider.base_url,
-            api_key=secret,
-            options=provider.options or {},
-            model_id=model,
-            timeout=KEY_CHECK_TIMEOUT_SECONDS,
-        )
-
-    result = check(model_id)
-    if model_id and result.status == 404:
-        # As in the background check: authentication comes before the model lookup, so a
-        # 404 more likely means the catalog's model is gone. The models list decides.
-        result = check(None)
-    return result
+    """The check a key passes before it is saved (shared with the management API)."""
+    return validation.check_key(provider, secret, timeout=KEY_CHECK_TIMEOUT_SECONDS)
 
 
 def _profile(request: HttpRequest) -> EndUser:
