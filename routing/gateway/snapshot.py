@@ -15,7 +15,7 @@ from decimal import Decimal
 from providers.choices import KeyScope
 from routing import selectors
 from routing.choices import DEFAULT_POWER_LEVEL
-from routing.router import ModelOption, Policy, RoutingTable, build_table
+from routing.router import ModelOption, RoutingTable, build_table
 from tenants.crypto import DecryptionError
 from usage import selectors as usage_selectors
 from usage.choices import CapMode, CapScope, KeySource
@@ -263,40 +263,9 @@ def build_snapshot(version: str) -> Snapshot:
         else:
             user_keys.setdefault(key.end_user_id, {})[key.provider_id] = ref
 
-    options = [
-        ModelOption(
-            id=m.pk,
-            name=m.name,
-            model_id=m.model_id,
-            provider_id=m.provider_id,
-            provider_kind=providers[m.provider_id].kind,
-            mode=m.mode,
-            input_price=m.input_price_per_mtok,
-            output_price=m.output_price_per_mtok,
-            cached_price=m.cached_input_price_per_mtok,
-            context_window=m.context_window,
-            max_output_tokens=m.max_output_tokens,
-            supports_tools=m.supports_tools,
-            supports_vision=m.supports_vision,
-            supports_json=m.supports_json,
-            quality=m.quality_score,
-            latency_ms=m.observed_latency_ms,
-        )
-        for m in selectors.platform_routable_models()
-        if m.provider_id in providers
-    ]
-    policies = [
-        Policy(
-            level=p.power_level,
-            max_price_per_1k=float(p.max_price_per_1k),
-            weight_cost=p.weight_cost,
-            weight_latency=p.weight_latency,
-            weight_quality=p.weight_quality,
-            max_latency_ms=float(p.max_latency_ms),
-            preferred_kinds=frozenset(p.preferred_provider_kinds or ()),
-        )
-        for p in selectors.routing_policies()
-    ]
+    # The same conversion the power-level page uses, so the page and the gateway agree.
+    options = selectors.platform_model_options(providers)
+    policies = selectors.platform_router_policies()
     return Snapshot(
         version=version,
         api_keys=api_keys,
