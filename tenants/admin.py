@@ -17,7 +17,15 @@ from tenants.admin_mixins import (
     changelist_link,
 )
 from tenants.forms import TenantAPIKeyAdminForm
-from tenants.models import AuditLog, EndUser, Membership, Plan, Tenant, TenantAPIKey
+from tenants.models import (
+    AuditLog,
+    EndUser,
+    Invitation,
+    Membership,
+    Plan,
+    Tenant,
+    TenantAPIKey,
+)
 
 CHANGES_PREVIEW_CHARS = 80
 
@@ -313,3 +321,24 @@ class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return format_html(
             "<pre>{}</pre>", json.dumps(obj.changes, ensure_ascii=False, indent=2, sort_keys=True)
         )
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Who was invited where, by whom, and did they accept? (Tenants manage them on their
+    members page; the token is only ever a hash.)"""
+
+    list_display = [
+        "email",
+        "tenant",
+        "role",
+        "invited_by",
+        "created_at",
+        "expires_at",
+        "accepted_at",
+    ]
+    list_filter = ["role", ("accepted_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["tenant", "invited_by"]
+    search_fields = ["email", "tenant__slug", "tenant__name"]
+    date_hierarchy = "created_at"
+    exclude = ["token_hash"]

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from providers.choices import KeyScope
 from routing.models import CatalogPriceChange, CatalogSyncRun
+from tenants.models import Invitation
 from tests.factories import (
     AlertFactory,
     AuditLogFactory,
@@ -79,6 +80,12 @@ def make_rows(count: int) -> None:
         )
         CatalogPriceChange.objects.create(
             catalog_model=model, sync_run=run, changed_at=timezone.now()
+        )
+        Invitation.objects.create(
+            tenant=tenant,
+            email=f"invitee{n}@example.com",
+            token_hash=f"{Invitation.objects.count():064d}",
+            expires_at=timezone.now(),
         )
         _beat_rows(n)
     roll_up_usage(now=timezone.now())
