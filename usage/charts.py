@@ -102,7 +102,8 @@ def short_usd(value: float) -> str:
         return "$" + short_count(value)
     if abs(value) >= 1:
         return f"${value:,.2f}".rstrip("0").rstrip(".")
-    return f"${value:.2g}"
+    # Axis labels: plain decimals with two significant digits, never 1e-05.
+    return format_usd(Decimal(str(value)).normalize()).rstrip("0")
 
 
 def format_ms(ms: int | float | None) -> str:
