@@ -68,8 +68,36 @@ def _name_of(app_label: str, model_name: str, column: str):
     return Subquery(model.objects.filter(pk=OuterRef(column)).values("name")[:1])
 
 
+class ProviderModelNamesMixin:
+    """Provider and model names for rows that keep them as plain ids (usage may not import
+    providers or routing, STYLE §1): one subquery each per page, never a query per row;
+    the tenant column drills down to that tenant's rows (the tenant filter would be huge)."""
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _provider_name=_name_of("providers", "Provider", "provider_id"),
+                _model_name=_name_of("routing", "CatalogModel", "model_id"),
+            )
+        )
+
+    @admin.display(description="tenant")
+    def tenant_link(self, obj):
+        return changelist_link(type(obj), obj.tenant, tenant__id__exact=obj.tenant_id)
+
+    @admin.display(description="provider")
+    def provider_name(self, obj) -> str:
+        return obj._provider_name or (f"#{obj.provider_id}" if obj.provider_id else "—")
+
+    @admin.display(description="model")
+    def model_name(self, obj) -> str:
+        return obj._model_name or (f"#{obj.model_id}" if obj.model_id else "—")
+
+
 @admin.register(UsageRecord)
-class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class UsageRecordAdmin(ProviderModelNamesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """What did a tenant's requests cost, which provider served them, what failed and why?"""
 
     list_display = [
@@ -97,29 +125,6 @@ class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     readonly_fields = ["provider_name", "model_name"]
-
-    def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                _provider_name=_name_of("providers", "Provider", "provider_id"),
-                _model_name=_name_of("routing", "CatalogModel", "model_id"),
-            )
-        )
-
-    @admin.display(description="tenant")
-    def tenant_link(self, obj: UsageRecord):
-        # Drill down: this tenant's usage only (the tenant list would be a huge filter).
-        return changelist_link(UsageRecord, obj.tenant, tenant__id__exact=obj.tenant_id)
-
-    @admin.display(description="provider")
-    def provider_name(self, obj: UsageRecord) -> str:
-        return obj._provider_name or (f"#{obj.provider_id}" if obj.provider_id else "—")
-
-    @admin.display(description="model")
-    def model_name(self, obj: UsageRecord) -> str:
-        return obj._model_name or (f"#{obj.model_id}" if obj.model_id else "—")
 
 
 class SpendingCapForm(forms.ModelForm):
@@ -387,7 +392,7 @@ class HasErrorsFilter(admin.SimpleListFilter):
 
 
 @admin.register(UsageRollup)
-class UsageRollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class UsageRollupAdmin(ProviderModelNamesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Hour by hour: what did each tenant spend, with which provider and model, how fast?
 
     Computed from the raw records by the hourly rollup job; kept after retention deletes them.
@@ -416,28 +421,6 @@ class UsageRollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     readonly_fields = ["provider_name", "model_name", "avg_latency_ms"]
-
-    def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                _provider_name=_name_of("providers", "Provider", "provider_id"),
-                _model_name=_name_of("routing", "CatalogModel", "model_id"),
-            )
-        )
-
-    @admin.display(description="tenant")
-    def tenant_link(self, obj: UsageRollup):
-        return changelist_link(UsageRollup, obj.tenant, tenant__id__exact=obj.tenant_id)
-
-    @admin.display(description="provider")
-    def provider_name(self, obj: UsageRollup) -> str:
-        return obj._provider_name or (f"#{obj.provider_id}" if obj.provider_id else "—")
-
-    @admin.display(description="model")
-    def model_name(self, obj: UsageRollup) -> str:
-        return obj._model_name or (f"#{obj.model_id}" if obj.model_id else "—")
 
     @admin.display(description="avg latency (ms)")
     def avg_latency_ms(self, obj: UsageRollup) -> int | None:

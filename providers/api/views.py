@@ -45,7 +45,7 @@ from providers.validation import ValidationResult
 # the page accepts the API accepts too.
 from providers.views import live_check
 from tenants.api.permissions import USER_ROLES, HasRole, HasScope
-from tenants.api.serializers import ErrorSerializer, error_responses
+from tenants.api.serializers import STAFF_BAD, STAFF_ERRORS, ErrorSerializer, error_responses
 from tenants.api.views import StaffViewSet, TenantScopedViewSet
 from tenants.choices import Scope
 from tenants.models import EndUser
@@ -291,12 +291,7 @@ class ProviderKeyViewSet(TenantScopedViewSet):
 
 # --- staff: providers -----------------------------------------------------------------------
 
-STAFF_ERRORS = {
-    401: OpenApiResponse(ErrorSerializer, description="Not signed in."),
-    403: OpenApiResponse(ErrorSerializer, description="Not staff, or an API key."),
-}
 STAFF_NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No such provider.")}
-STAFF_BAD = {400: OpenApiResponse(ErrorSerializer, description="Invalid input; nothing saved.")}
 
 
 @extend_schema_view(

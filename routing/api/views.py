@@ -32,7 +32,7 @@ from routing.api.serializers import (
 )
 from routing.models import CatalogModel, LLMSettings, RoutingPolicy
 from tenants.api.permissions import USER_ROLES, HasRole, HasScope
-from tenants.api.serializers import ErrorSerializer, error_responses
+from tenants.api.serializers import STAFF_BAD, STAFF_ERRORS, ErrorSerializer, error_responses
 from tenants.api.views import StaffViewSet, TenantScopedAPIView
 from tenants.choices import Scope
 from tenants.models import EndUser, Tenant
@@ -242,12 +242,7 @@ class MySettingsView(_SettingsView):
 # --- staff ------------------------------------------------------------------------------------
 
 STAFF_TAGS = ["staff"]
-STAFF_ERRORS = {
-    401: OpenApiResponse(ErrorSerializer, description="Not signed in."),
-    403: OpenApiResponse(ErrorSerializer, description="Not staff, or an API key."),
-}
 STAFF_NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No such row.")}
-STAFF_BAD = {400: OpenApiResponse(ErrorSerializer, description="Invalid input; nothing saved.")}
 
 
 @extend_schema_view(

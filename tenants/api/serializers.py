@@ -148,3 +148,11 @@ class InvitationSerializer(serializers.ModelSerializer):
 class InviteSerializer(serializers.Serializer):
     email = serializers.EmailField()
     role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+
+
+# The errors every staff-only endpoint can answer (session staff only; API keys never).
+STAFF_ERRORS = {
+    401: OpenApiResponse(ErrorSerializer, description="Not signed in."),
+    403: OpenApiResponse(ErrorSerializer, description="Not staff, or an API key."),
+}
+STAFF_BAD = {400: OpenApiResponse(ErrorSerializer, description="Invalid input; nothing saved.")}
