@@ -11,6 +11,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config.client_ip import parse_trusted_proxies
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("SWITCHYARD_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -138,6 +140,13 @@ SECURE_HSTS_PRELOAD = SWITCHYARD_TLS
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Proxies (addresses or CIDRs) whose X-Forwarded-For is believed when they connect
+# (config/client_ip.py). Empty: the connection's peer is the client, whatever headers say.
+SWITCHYARD_TRUSTED_PROXIES = env.list("SWITCHYARD_TRUSTED_PROXIES", default=[])
+try:
+    parse_trusted_proxies(SWITCHYARD_TRUSTED_PROXIES)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"SWITCHYARD_TRUSTED_PROXIES: {exc}") from exc
 
 # --- Secrets at rest ---------------------------------------------------------------------
 # Newest first; older keys still decrypt, so rotation is add, re-encrypt, remove.
