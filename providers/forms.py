@@ -6,6 +6,7 @@ from django import forms
 
 from providers.choices import WireProtocol
 from providers.models import Provider, ProviderKey
+from providers.page_forms import secret_characters
 from providers.presets import preset_for
 
 
@@ -49,6 +50,7 @@ class ProviderKeyAdminForm(forms.ModelForm):
         label="API key",
         required=False,
         strip=True,
+        validators=[secret_characters],
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
 

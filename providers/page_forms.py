@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.validators import RegexValidator
 
 from providers.choices import WireProtocol
 from providers.models import Provider
@@ -17,11 +18,21 @@ SCOPE_TENANT = "tenant"
 SCOPE_MINE = "mine"
 
 
+# A key travels in an HTTP header, so it is printable ASCII without spaces; anything else is
+# a paste gone wrong, and would fail (or be mangled) on its way to the provider.
+secret_characters = RegexValidator(
+    r"\A[\x21-\x7e]+\Z",
+    "An API key is letters, digits and punctuation, without spaces or other characters: "
+    "paste it exactly as the provider shows it.",
+)
+
+
 def _secret_field() -> forms.CharField:
     return forms.CharField(
         label="API key",
         strip=True,
         max_length=1000,
+        validators=[secret_characters],
         help_text="Checked with a 5-token request before it is saved, then stored encrypted. "
         "Only the last four characters are shown afterwards.",
         widget=forms.PasswordInput(

@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from providers.choices import KeyScope, ProviderKind, WireProtocol
 from providers.models import Provider, ProviderKey
-from providers.page_forms import VALIDATABLE_PROTOCOLS
+from providers.page_forms import VALIDATABLE_PROTOCOLS, secret_characters
 from providers.selectors import providers_for
 
 # A provider's key is at most a few hundred characters; anything longer is not one.
@@ -26,6 +26,7 @@ def secret_field() -> serializers.CharField:
         write_only=True,
         max_length=SECRET_MAX_CHARS,
         trim_whitespace=True,
+        validators=[secret_characters],
         style={"input_type": "password"},
         help_text="The provider's API key. Checked with a 5-token request before it is saved, "
         "then stored encrypted; only its last four characters are ever shown.",

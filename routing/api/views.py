@@ -272,7 +272,14 @@ STAFF_NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No such ro
         operation_id="staff_catalog_models_set_enabled",
         summary="Enable or disable many catalog models",
         request=CatalogModelsEnabledSerializer,
-        responses={200: CatalogModelsEnabledResultSerializer, **STAFF_BAD, **STAFF_ERRORS},
+        responses={
+            200: CatalogModelsEnabledResultSerializer,
+            **STAFF_BAD,
+            404: OpenApiResponse(
+                ErrorSerializer, description="Some ids name no catalog model; nothing changed."
+            ),
+            **STAFF_ERRORS,
+        },
     ),
 )
 @extend_schema(tags=STAFF_TAGS)

@@ -14,6 +14,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 from rest_framework.viewsets import GenericViewSet
 
+from tenants.api.pagination import Pagination
 from tenants.api.permissions import HasTenant, IsStaffSession
 from tenants.api.tenancy import resolve_session_tenant
 from tenants.choices import Role
@@ -85,6 +86,7 @@ class TenantScopedMixin:
     """
 
     base_permission_classes: tuple[type[BasePermission], ...] = (IsAuthenticated, HasTenant)
+    pagination_class = Pagination
     request: Any
 
     def perform_authentication(self, request) -> None:
@@ -161,6 +163,7 @@ class StaffViewSet(GenericViewSet):
     """Platform configuration for staff signed in to the site; API keys never reach it."""
 
     permission_classes = [IsAuthenticated, IsStaffSession]
+    pagination_class = Pagination
 
     def get_exception_handler(self):
         return api_exception_handler
