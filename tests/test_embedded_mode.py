@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -92,6 +93,14 @@ def test_the_embedded_default_serves_and_records_a_completion(tmp_path, simulato
             with sqlite3.connect(tmp_path / "db.sqlite3") as db:
                 count = db.execute("SELECT count(*) FROM usage_usagerecord").fetchone()[0]
         assert count == 1
+        # Written in Django's SQLite conventions, so the ORM reads and filters it back.
+        with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+            request_id, created_at, cost = db.execute(
+                "SELECT request_id, created_at, cost_usd FROM usage_usagerecord"
+            ).fetchone()
+        assert request_id == response.headers["x-request-id"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?", created_at), created_at
+        assert float(cost) == float(response.headers["x-switchyard-cost-usd"])
     finally:
         server.terminate()
         server.wait(15)

@@ -47,6 +47,16 @@ def async_client():
     return fakeredis.FakeAsyncRedis(server=_fake_server())
 
 
+def limits_client():
+    """The gateway's client for the limit scripts: one pipelined connection (usage.resp),
+    or the in-process fakeredis of the embedded default."""
+    if settings.REDIS_URL:
+        from usage.resp import RedisPipe
+
+        return RedisPipe(settings.REDIS_URL, timeout=2.0, connect_timeout=1.0)
+    return async_client()
+
+
 @functools.cache
 def sync_client() -> redis.Redis:
     if settings.REDIS_URL:

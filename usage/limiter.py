@@ -20,6 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import redis
+
+from usage.resp import RedisPipe
+
 logger = logging.getLogger(__name__)
 
 UNITS_PER_USD = 100_000_000
@@ -127,6 +131,15 @@ for j = 1, nb + nc do
 end
 return 1
 """
+ADMIT_SCRIPT, SETTLE_SCRIPT = ADMIT.encode(), SETTLE.encode()
+
+
+class SettleError(redis.RedisError):
+    """Some settles of a batch failed; `failed` holds those (the others ran)."""
+
+    def __init__(self, failed: list) -> None:
+        super().__init__(f"{len(failed)} settles failed")
+        self.failed = failed
 
 
 def to_units(amount: Decimal) -> int:
@@ -203,8 +216,11 @@ class Limiter:
 
     def __init__(self, redis) -> None:
         self.redis = redis
-        self._admit = redis.register_script(ADMIT)
-        self._settle = redis.register_script(SETTLE)
+        # The gateway's lean pipelined connection, or a redis-py client (fakeredis included).
+        self.pipe = redis if isinstance(redis, RedisPipe) else None
+        if self.pipe is None:
+            self._admit = redis.register_script(ADMIT)
+            self._settle = redis.register_script(SETTLE)
 
     async def admit(self, plan: Plan, now_ms: int) -> Admission:
         args: list[int] = [
@@ -220,7 +236,10 @@ class Limiter:
         if plan.credits is not None:
             args += [plan.credit_units, int(plan.credits.enforce)]
         keys = plan.keys()
-        result = await self._admit(keys=keys, args=args)
+        if self.pipe is not None:
+            result = await self.pipe.evalsha(ADMIT_SCRIPT, keys, args)
+        else:
+            result = await self._admit(keys=keys, args=args)
         status = int(result[0])
         if status == NEEDS_SEED:
             return Admission(NEEDS_SEED, seed_key=keys[int(result[1]) - 1])
@@ -234,6 +253,14 @@ class Limiter:
 
     async def seed(self, key: str, units: int, ttl_ms: int | None, reserved_key: str) -> None:
         """Set a missing counter from the database's figure (no-op if another got there first)."""
+        if self.pipe is not None:
+            expiry = (b"PX", ttl_ms) if ttl_ms else ()
+            await self.pipe.ensure_connected()
+            first = self.pipe.send(b"SET", key, units, b"NX", *expiry)
+            second = self.pipe.send(b"SET", reserved_key, 0, b"NX", *expiry)
+            await first
+            await second
+            return
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(key, units, nx=True, px=ttl_ms)
             pipe.set(reserved_key, 0, nx=True, px=ttl_ms)
@@ -268,7 +295,39 @@ class Limiter:
 
     async def settle_many(self, calls: Sequence[tuple[list[str], list[int]]]) -> None:
         """Run many settles in one pipelined round trip (each is atomic on its own)."""
+        if self.pipe is not None:
+            await self._settle_pipelined(calls)
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 await self._settle(keys=keys, args=args, client=pipe)
             await pipe.execute()
+
+    async def _settle_pipelined(self, calls: Sequence[tuple[list[str], list[int]]]) -> None:
+        """Write every settle, then read the replies; raise if any failed, after the others.
+
+        Only the calls whose reply was an error are left for the caller's retry (a settle
+        is not idempotent, so the ones that ran must not run again).
+        """
+        pipe = self.pipe
+        await pipe.ensure_connected()
+        futures = [pipe.evalsha_nowait(SETTLE_SCRIPT, keys, args) for keys, args in calls]
+        failed: list[tuple[list[str], list[int]]] = []
+        error: Exception | None = None
+        for call, future in zip(calls, futures, strict=True):
+            try:
+                await future
+            except redis.ResponseError as exc:
+                if str(exc).startswith("NOSCRIPT"):  # Redis lost its script cache: not run
+                    try:
+                        await pipe.evalsha(SETTLE_SCRIPT, *call)
+                        continue
+                    except redis.RedisError as again:
+                        exc = again
+                error = error or exc
+                failed.append(call)
+            except redis.RedisError as exc:
+                error = error or exc
+                failed.append(call)
+        if error is not None:
+            raise SettleError(failed) from error

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from tenants.models import EndUser, TenantAPIKey
 from usage.choices import KeySource, LedgerKind
@@ -45,6 +45,32 @@ def _resolve_end_users(entries: Sequence[UsageEntry]) -> dict[tuple[int, str], i
     return found
 
 
+# The columns written, in COPY order; `id` comes from the sequence.
+COLUMNS = (
+    "created_at",
+    "tenant_id",
+    "end_user_id",
+    "api_key_id",
+    "request_id",
+    "attempt",
+    "provider_id",
+    "model_id",
+    "key_source",
+    "power_level",
+    "outcome",
+    "http_status",
+    "is_stream",
+    "is_estimated",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "ttft_ms",
+    "error",
+)
+
+
 def write_usage(entries: Sequence[UsageEntry]) -> int:
     """Insert `entries` as UsageRecord rows in one transaction; stamp keys' last use."""
     if not entries:
@@ -55,36 +81,67 @@ def write_usage(entries: Sequence[UsageEntry]) -> int:
         except IntegrityError:
             end_users = _resolve_end_users(entries)
         rows = [
-            UsageRecord(
-                created_at=e.created_at,
-                tenant_id=e.tenant_id,
-                end_user_id=e.end_user_id
-                or end_users.get((e.tenant_id, e.end_user_external_id or "")),
-                api_key_id=e.api_key_id,
-                request_id=e.request_id,
-                attempt=e.attempt,
-                provider_id=e.provider_id,
-                model_id=e.model_id,
-                key_source=e.key_source,
-                power_level=e.power_level,
-                outcome=e.outcome,
-                http_status=e.http_status,
-                is_stream=e.is_stream,
-                is_estimated=e.is_estimated,
-                input_tokens=e.input_tokens,
-                cached_tokens=e.cached_tokens,
-                output_tokens=e.output_tokens,
-                cost_usd=e.cost_usd,
-                latency_ms=e.latency_ms,
-                ttft_ms=e.ttft_ms,
-                error=e.error[:ERROR_CHARS],
+            (
+                e.created_at,
+                e.tenant_id,
+                e.end_user_id or end_users.get((e.tenant_id, e.end_user_external_id or "")),
+                e.api_key_id,
+                e.request_id,
+                e.attempt,
+                e.provider_id,
+                e.model_id,
+                e.key_source,
+                e.power_level,
+                e.outcome,
+                e.http_status,
+                e.is_stream,
+                e.is_estimated,
+                e.input_tokens,
+                e.cached_tokens,
+                e.output_tokens,
+                e.cost_usd,
+                e.latency_ms,
+                e.ttft_ms,
+                e.error[:ERROR_CHARS],
             )
             for e in entries
         ]
-        UsageRecord.objects.bulk_create(rows, batch_size=1000)
+        _insert_rows(rows)
         CreditLedgerEntry.objects.bulk_create(_debits(entries))
         _stamp_last_used(entries)
     return len(rows)
+
+
+def _insert_rows(rows: list[tuple]) -> None:
+    """COPY on PostgreSQL; a plain executemany elsewhere (the embedded SQLite).
+
+    The ORM's bulk_create built a model instance and prepared every field of every row in
+    Python: ~30 % of the gateway's CPU under load (py-spy). COPY hands psycopg's C dumpers
+    plain tuples and PostgreSQL parses them in one stream.
+    """
+    table = connection.ops.quote_name(UsageRecord._meta.db_table)
+    columns = ", ".join(COLUMNS)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join(["%s"] * len(COLUMNS))
+            cursor.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES ({marks})",  # noqa: S608
+                [_portable(row) for row in rows],
+            )
+
+
+def _portable(row: tuple) -> tuple:
+    """Values as Django's fields would send them to a backend without native types."""
+    ops = connection.ops
+    row = list(row)
+    row[0] = ops.adapt_datetimefield_value(row[0])
+    row[4] = row[4].hex
+    row[17] = ops.adapt_decimalfield_value(row[17])
+    return tuple(row)
 
 
 def _debits(entries: Sequence[UsageEntry]) -> list[CreditLedgerEntry]:

@@ -37,6 +37,7 @@ from usage.limiter import (
     Limiter,
     Plan,
     RateLimit,
+    SettleError,
     to_units,
 )
 from usage.metrics import LIMITS_UNAVAILABLE
@@ -120,7 +121,7 @@ def credit_debit(cost: Decimal, source: int | None, plan: PlanInfo) -> Decimal:
 
 class Limits:
     def __init__(self) -> None:
-        self.limiter = Limiter(counters.async_client())
+        self.limiter = Limiter(counters.limits_client())
         self.rate_limits_fail_open = settings.SWITCHYARD_RATE_LIMITS_FAIL_OPEN
         self.caps_fail_closed = settings.SWITCHYARD_CAPS_FAIL_CLOSED
         # Settles wait here a few ms and go to Redis in one pipeline: a round trip after
@@ -301,6 +302,11 @@ class Limits:
             try:
                 await self.limiter.settle_many(batch)
                 return
+            except SettleError as exc:
+                LIMITS_UNAVAILABLE.labels(kind="settle").inc()
+                logger.error("limits.settle_failed", extra={"settles": len(exc.failed)})
+                batch = exc.failed
+                await asyncio.sleep(0.2 * (attempt + 1))
             except (redis.RedisError, OSError):
                 LIMITS_UNAVAILABLE.labels(kind="settle").inc()
                 logger.error("limits.settle_failed", extra={"settles": len(batch)})
