@@ -25,10 +25,17 @@ def _check_broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=2)
 
 
+def _check_database() -> None:
+    # A query, not ensure_connection(): a kept-alive connection (CONN_MAX_AGE) to a database
+    # that has since gone away still looks connected until it is used.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = {}
     for name, check in (
-        ("database", lambda: connection.ensure_connection()),
+        ("database", _check_database),
         ("cache", lambda: cache.get("readyz-probe")),
         ("broker", _check_broker),
     ):

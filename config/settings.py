@@ -46,6 +46,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "config.request_id.RequestIDMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -262,25 +263,36 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="switchyard@localhost
 # Used by EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend (one file a send).
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
 
+# json: one object per line (time, level, logger, message, request_id, extras) for a log
+# shipper; text: a line a person reads in a terminal.
+SWITCHYARD_LOG_FORMAT = env.str("SWITCHYARD_LOG_FORMAT", default="text" if DEBUG else "json")
+if SWITCHYARD_LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("SWITCHYARD_LOG_FORMAT must be json or text.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"redact": {"()": "config.logging.RedactSecretsFilter"}},
     "formatters": {
-        "plain": {
+        "text": {
             "()": "config.logging.RedactingFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
         },
+        "json": {"()": "config.logging.JSONFormatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": SWITCHYARD_LOG_FORMAT,
             "filters": ["redact"],
         },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # uvicorn sets up its own handlers before loading the app; these replace them in each
+        # worker so its lines come out in the same format (the supervisor's stay uvicorn's).
+        "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
+# Celery's worker keeps the root logger configured above instead of installing its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

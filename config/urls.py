@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import health
+from config import health, metrics
 
 admin.site.site_header = "Switchyard administration"
 admin.site.site_title = "Switchyard"
@@ -12,13 +12,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("api/v1/", include("usage.api.urls")),
     path("api/v1/", include("providers.api.urls")),
     path("api/v1/", include("routing.api.urls")),
     path("api/v1/", include("tenants.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("", include("django_prometheus.urls")),
     path("keys/", include(("providers.urls", "providers"))),
     path("", include(("tenants.page_urls", "tenants"))),
     path("", include("routing.urls")),

@@ -1,7 +1,7 @@
 """Provider health checks: a models-list request with a platform key, once a minute.
 
-A check stores its outcome (ProviderHealthCheck, the Provider's health fields, the
-`llm_provider_health` metric) and feeds the circuit breaker the gateway routes by, so a
+A check stores its outcome (ProviderHealthCheck, the Provider's health fields, which
+`llm_provider_health` reports) and feeds the circuit breaker the gateway routes by, so a
 provider that stops answering is cooled down even when no request has hit it yet, and one
 that answers again returns to routing without waiting for a probe request.
 
@@ -19,7 +19,7 @@ from datetime import datetime
 import redis
 from django.conf import settings
 
-from providers import cooldown, metrics, selectors, services, validation
+from providers import cooldown, selectors, services, validation
 from providers.choices import KeyStatus
 from providers.models import Provider, ProviderHealthCheck, ProviderKey
 from tenants.crypto import DecryptionError
@@ -83,7 +83,6 @@ def check_provider(*, provider: Provider, now: datetime) -> ProviderHealthCheck 
         _close_breaker(provider.pk)
     elif result.status not in KEY_REJECTED:
         _record_failure(provider)
-    metrics.set_provider_health(provider_slug=provider.slug, status=provider.health_status)
     log = logger.info if result.ok else logger.warning
     log(
         "provider_health.checked",

@@ -126,12 +126,17 @@ def gateway(live_gateway: LiveGateway, transactional_db, sim) -> Iterator[LiveGa
 
 
 class GatewayProcess:
-    """A separate uvicorn process serving Switchyard on the test database (multi-process tests)."""
+    """A separate server serving Switchyard on the test database (multi-process tests).
 
-    def __init__(self, **env: str) -> None:
+    Started the way Procfile starts production (config/serve.py), with `workers` uvicorn
+    workers and a metrics directory of its own, so its /metrics counts only its workers.
+    """
+
+    def __init__(self, workers: int = 1, **env: str) -> None:
         import os
         import subprocess
         import sys
+        import tempfile
 
         from django.conf import settings
         from django.db import connection
@@ -139,6 +144,7 @@ class GatewayProcess:
         db = connection.settings_dict
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_dir = tempfile.mkdtemp(prefix="switchyard-metrics-")
         environment = {
             **os.environ,
             "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
@@ -146,14 +152,17 @@ class GatewayProcess:
             "REDIS_URL": settings.REDIS_URL,
             "SWITCHYARD_CONFIG_POLL_SECONDS": "0.1",
             "SWITCHYARD_USAGE_FLUSH_SECONDS": "0.1",
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
             **env,
         }
         self.process = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
+                "config.serve",
                 "config.asgi:application",
+                "--workers",
+                str(workers),
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -184,20 +193,23 @@ class GatewayProcess:
         raise RuntimeError("the gateway process did not start")
 
     def stop(self) -> None:
+        import shutil
+
         self.process.terminate()
         try:
             self.process.wait(15)
         except Exception:  # a stuck process must not hang the suite
             self.process.kill()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 @pytest.fixture
 def gateway_process(gateway):
-    """Start extra gateway processes on the test's database: `gateway_process(**env)`."""
+    """Start extra gateway processes on the test's database: `gateway_process(workers=1, **env)`."""
     started: list[GatewayProcess] = []
 
-    def start(**env: str) -> GatewayProcess:
-        process = GatewayProcess(**env)
+    def start(workers: int = 1, **env: str) -> GatewayProcess:
+        process = GatewayProcess(workers, **env)
         started.append(process)
         return process
 

@@ -18,6 +18,7 @@ from typing import Any
 from django.utils import timezone
 
 from providers.adapters.base import ChatResult, ErrorKind, Target, UpstreamError, Usage
+from routing.gateway import metrics
 from routing.gateway.errors import GatewayError
 from routing.gateway.events import report_invalid_key
 from routing.gateway.http import send_json
@@ -129,6 +130,7 @@ def record_attempt(
             error=error,
         )
     )
+    metrics.attempt_recorded(state, call, option, outcome, status, usage, cost, ttft)
 
 
 def _failure_outcome(exc: UpstreamError) -> int:
@@ -191,7 +193,7 @@ async def on_failure(
         state.health.record_failure(option.provider_id)
     logger.info(
         "gateway.attempt_failed",
-        extra={"request_id": str(call.request_id), "provider": provider.slug, "status": exc.status},
+        extra={"provider": provider.slug, "status": exc.status},  # request_id: config.logging
     )
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import orjson
 
+from config.logging import REQUEST_ID
 from providers.adapters import adapter_for
 from providers.adapters.base import ChatResult, Usage
-from routing.gateway import tokens
+from routing.gateway import metrics, tokens
 from routing.gateway.attempts import Call, call_with_fallback
 from routing.gateway.auth import authenticate
 from routing.gateway.errors import GatewayError
@@ -41,8 +42,10 @@ def _resolve_caller(
     external_id = key.end_user_external_id or user
     end_user = snapshot.end_users.get((tenant.id, external_id)) if external_id else None
     end_user_id = key.end_user_id or (end_user.id if end_user else None)
+    request_id = uuid.uuid4()
+    REQUEST_ID.set(request_id.hex)  # the x-request-id, on this request's log lines
     return Call(
-        request_id=uuid.uuid4(),
+        request_id=request_id,
         key=key,
         tenant=tenant,
         end_user_id=end_user_id,
@@ -109,6 +112,7 @@ def _estimate_json_usage(body: dict[str, Any], result: ChatResult) -> Usage:
     )
 
 
+@metrics.measured
 async def chat_completions(state: GatewayState, scope: dict, receive, send) -> None:
     raw = await read_body(receive, state.max_body)
     snapshot = state.snapshot
@@ -182,6 +186,7 @@ def _settle(state: GatewayState, call: Call, reservation) -> None:
         )
 
 
+@metrics.measured
 async def embeddings(state: GatewayState, scope: dict, receive, send) -> None:
     raw = await read_body(receive, state.max_body)
     snapshot = state.snapshot
