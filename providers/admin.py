@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import Count, Prefetch
 from django.utils import timezone
 from django.utils.decorators import method_decorator
@@ -14,8 +13,12 @@ from providers import health, services, validation
 from providers.choices import HealthStatus, KeyStatus
 from providers.forms import ProviderAdminForm, ProviderKeyAdminForm
 from providers.models import Provider, ProviderHealthCheck, ProviderKey
-from tenants import audit
-from tenants.admin_mixins import AuditedAdminMixin, adopt_saved, changelist_link
+from tenants.admin_mixins import (
+    AuditedActionsMixin,
+    AuditedAdminMixin,
+    adopt_saved,
+    changelist_link,
+)
 from tenants.crypto import DecryptionError
 from tenants.services import rotate_encryption_keys
 
@@ -237,7 +240,7 @@ class ProviderAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ProviderKey)
-class ProviderKeyAdmin(admin.ModelAdmin):
+class ProviderKeyAdmin(AuditedActionsMixin, admin.ModelAdmin):
     """Which keys work, which failed and why, when were they last used? Secrets stay masked.
 
     Every write goes through providers.services (audited, config version bumped); the secret
@@ -353,7 +356,7 @@ class ProviderKeyAdmin(admin.ModelAdmin):
         # The form already wrote its values onto `obj`; services compare against the row.
         current = ProviderKey.objects.select_related("provider", "tenant").get(pk=obj.pk)
         if "label" in form.changed_data and current.label != obj.label:
-            self._rename(request, current, obj.label)
+            services.rename_provider_key(key=current, label=obj.label, actor=request.user)
         if secret:
             services.replace_provider_key_secret(key=current, secret=secret, actor=request.user)
         if "is_enabled" in form.changed_data:
@@ -361,21 +364,6 @@ class ProviderKeyAdmin(admin.ModelAdmin):
                 key=current, enabled=obj.is_enabled, actor=request.user
             )
         adopt_saved(obj, current)
-
-    @staticmethod
-    def _rename(request, key: ProviderKey, label: str) -> None:
-        # providers.services has no rename; a label is not routing config, so no bump.
-        old = key.label
-        key.label = label
-        with transaction.atomic():
-            key.save(update_fields=["label", "updated_at"])
-            audit.record(
-                actor=request.user,
-                tenant=key.tenant,
-                action="provider_key.renamed",
-                target=key,
-                changes={"label": [old, label]},
-            )
 
     def delete_model(self, request, obj):
         services.delete_provider_key(key=obj, actor=request.user)

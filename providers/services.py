@@ -24,6 +24,9 @@ from tenants.models import EndUser, Tenant
 logger = logging.getLogger(__name__)
 
 ERROR_CHARS = 300
+# How the audit log names the callers that act with no login user.
+ROUTER_LABEL = audit.ROUTER_LABEL
+VALIDATION_TASK = "task:providers.validate_provider_key"
 
 
 def _bump_on_commit(tenant_id: int | None) -> None:
@@ -157,9 +160,17 @@ def delete_provider_key(*, key: ProviderKey, actor: Any = None) -> None:
 
 
 def record_key_validation(
-    *, key: ProviderKey, ok: bool, error: str = "", actor: Any = None, now=None
+    *,
+    key: ProviderKey,
+    ok: bool,
+    error: str = "",
+    actor: Any = None,
+    actor_label: str = "",
+    now=None,
 ) -> ProviderKey:
-    """Store the outcome of a live check of `key`; an invalid key leaves routing."""
+    """Store the outcome of a live check of `key`; an invalid key leaves routing.
+
+    `actor_label` names a caller with no login user (the router, the validation task)."""
     now = now or timezone.now()
     key.last_validated_at = now
     key.status = KeyStatus.ACTIVE if ok else KeyStatus.INVALID
@@ -172,6 +183,7 @@ def record_key_validation(
             action="provider_key.validated" if ok else "provider_key.validation_failed",
             target=key,
             changes={} if ok else {"error": key.last_error},
+            actor_label=actor_label,
         )
         _bump_on_commit(key.tenant_id)
     return key
@@ -182,7 +194,7 @@ def mark_key_invalid(*, key_id: int, error: str) -> ProviderKey | None:
     key = ProviderKey.objects.select_related("tenant").filter(pk=key_id).first()
     if key is None or key.status == KeyStatus.INVALID:
         return None
-    return record_key_validation(key=key, ok=False, error=error)
+    return record_key_validation(key=key, ok=False, error=error, actor_label=ROUTER_LABEL)
 
 
 def stamp_keys_used(*, last_used: dict[int, datetime]) -> None:
@@ -288,13 +300,34 @@ def settle_key_validation(
             return None
         if not hmac.compare_digest(key.reveal_secret().encode(), secret.encode()):
             return None
-        record_key_validation(key=key, ok=ok, error=error, now=now)
+        record_key_validation(key=key, ok=ok, error=error, now=now, actor_label=VALIDATION_TASK)
         if not ok and on_invalid is not None:
             on_invalid(key)
     return key
 
 
 # --- keys checked live before saving (the keys page) ---------------------------------------
+
+
+def record_refused_key_check(
+    *,
+    tenant: Tenant,
+    provider: Provider,
+    error: str,
+    status: int | None = None,
+    actor: Any = None,
+    key: ProviderKey | None = None,
+) -> None:
+    """A key offered on the keys page or the API failed its live check and was not stored
+    (or, with `key`, did not replace that key's secret). Nothing changed, but a run of
+    refused keys is worth seeing; the error never holds the key (validation scrubs it)."""
+    audit.record(
+        actor=actor,
+        tenant=tenant,
+        action="provider_key.check_refused",
+        target=key,
+        changes={"provider": provider.slug, "status": status, "error": error[:ERROR_CHARS]},
+    )
 
 
 def add_checked_provider_key(

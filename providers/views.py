@@ -112,6 +112,13 @@ def key_add(request: HttpRequest) -> HttpResponse:
                 "status": result.status,
             },
         )
+        services.record_refused_key_check(
+            tenant=request.tenant,
+            provider=provider,
+            error=result.error,
+            status=result.status,
+            actor=request.user,
+        )
         form.add_error(None, f"{result.error} Nothing was saved.")
         if not request.headers.get("HX-Request"):
             # Without htmx the whole page comes back, scrolled to its top: say it there too.
@@ -150,6 +157,14 @@ def key_replace(request: HttpRequest, key_id: int) -> HttpResponse:
             if result.error:
                 messages.warning(request, result.error)
             return redirect("providers:key-list")
+        services.record_refused_key_check(
+            tenant=request.tenant,
+            provider=key.provider,
+            error=result.error,
+            status=result.status,
+            actor=request.user,
+            key=key,
+        )
         form.add_error(None, f"{result.error} The stored key is unchanged.")
     return render(request, "providers/key_replace.html", {"key": key, "form": form})
 

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from tenants.choices import DEFAULT_SCOPES, Role, Scope
 from tenants.crypto import EncryptedTextField
@@ -213,7 +214,9 @@ class TenantAPIKey(models.Model):
 class AuditLog(models.Model):
     """Who did what to which key, setting or tenant, when and from where. Append-only."""
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # A default rather than auto_now_add: batched writers (the router's sampled key use)
+    # stamp the time their batch was seen, not the time it was flushed.
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -228,11 +231,20 @@ class AuditLog(models.Model):
     target_id = models.CharField(max_length=64, blank=True)
     target_repr = models.CharField(max_length=200, blank=True)
     changes = models.JSONField(default=dict, blank=True)
-    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    ip_address = models.GenericIPAddressField(
+        null=True, blank=True, help_text="The client's address (behind trusted proxies only)."
+    )
+    user_agent = models.CharField(max_length=200, blank=True, help_text="Trimmed.")
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["tenant", "created_at"], name="tenants_audit_tenant_time")]
+        indexes = [
+            models.Index(fields=["tenant", "created_at"], name="tenants_audit_tenant_time"),
+            # "What happened to this key?", and the hourly sample of key use looks up here.
+            models.Index(
+                fields=["target_type", "target_id", "created_at"], name="tenants_audit_target_time"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_repr}"

@@ -17,6 +17,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from tenants.admin_mixins import (
+    AuditedActionsMixin,
     AuditedAdminMixin,
     ReadOnlyAdminMixin,
     adopt_saved,
@@ -302,7 +303,7 @@ class UnreadFilter(admin.SimpleListFilter):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(AuditedActionsMixin, admin.ModelAdmin):
     """Which tenants crossed a spending threshold or have a broken key, and who has seen it?"""
 
     list_display = [

@@ -203,9 +203,19 @@ class ProviderKeyViewSet(TenantScopedViewSet):
             )
         return api_key.end_user if api_key is not None else None
 
-    def _check(self, provider: Provider, secret: str) -> ValidationResult:
+    def _check(
+        self, provider: Provider, secret: str, key: ProviderKey | None = None
+    ) -> ValidationResult:
         result = live_check(provider, secret)
         if not result.ok:
+            services.record_refused_key_check(
+                tenant=self.tenant,
+                provider=provider,
+                error=result.error,
+                status=result.status,
+                actor=self.actor,
+                key=key,
+            )
             logger.info(
                 "provider_key.api_check_failed",
                 extra={
@@ -281,7 +291,7 @@ class ProviderKeyViewSet(TenantScopedViewSet):
         form = ProviderKeyReplaceSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         secret = form.validated_data["secret"]
-        result = self._check(key.provider, secret)
+        result = self._check(key.provider, secret, key=key)
         if not result.ok:
             raise ValidationError(f"{result.error} The stored key is unchanged.")
         services.replace_checked_provider_key_secret(key=key, secret=secret, actor=self.actor)
