@@ -208,6 +208,11 @@ SWITCHYARD_COOLDOWN_SECONDS = env.int("SWITCHYARD_COOLDOWN_SECONDS", default=30)
 SWITCHYARD_CONFIG_POLL_SECONDS = env.float("SWITCHYARD_CONFIG_POLL_SECONDS", default=0.5)
 SWITCHYARD_USAGE_FLUSH_SECONDS = env.float("SWITCHYARD_USAGE_FLUSH_SECONDS", default=0.5)
 SWITCHYARD_USAGE_BATCH_SIZE = env.int("SWITCHYARD_USAGE_BATCH_SIZE", default=500)
+# Where the gateway journals usage before writing it (survives a killed process); a folder
+# on local disk per web node. Empty switches the journal off.
+SWITCHYARD_USAGE_JOURNAL_DIR = env.str(
+    "SWITCHYARD_USAGE_JOURNAL_DIR", default=str(VAR_DIR / "usage-journal")
+)
 # When Redis cannot be reached: let requests through unthrottled, but refuse those that a
 # hard cap or prepaid credits must guard (money is the thing not to lose).
 SWITCHYARD_RATE_LIMITS_FAIL_OPEN = env.bool("SWITCHYARD_RATE_LIMITS_FAIL_OPEN", default=True)

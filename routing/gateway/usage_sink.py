@@ -1,9 +1,10 @@
 """The usage writer: the gateway queues entries; a background task inserts them in batches.
 
-Adding an entry is an append to a list: the response never waits for the database. Batches
-are written in a worker thread (one thread hop per batch, not per request). A batch that
-fails to write (database down) is kept and retried, up to MAX_PENDING entries; a graceful
-shutdown drains everything.
+Adding an entry is an append to a list and one line to the journal (usage.journal), so the
+response never waits for the database yet a killed process loses nothing. Batches are
+written in a worker thread (one thread hop per batch, not per request). A batch that fails
+to write (database down) is kept and retried, up to MAX_PENDING entries in memory (the
+journal keeps them all); a graceful shutdown drains everything.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import time
 from django.db import close_old_connections
 
 from providers.services import stamp_keys_used
+from usage import journal
 from usage.entries import UsageEntry
 from usage.recording import latest_by, write_usage
 
 logger = logging.getLogger(__name__)
 
 # Bounded by memory: ~300 bytes an entry, so 1M entries is ~300 MB held while the
-# database is down; past that the oldest are dropped and counted.
+# database is down; past that the oldest are dropped and counted (and logged).
 MAX_PENDING = 1_000_000
 
 
@@ -35,6 +37,14 @@ def _write(entries: list[UsageEntry]) -> None:
         close_old_connections()
 
 
+def _replay() -> int:
+    close_old_connections()
+    try:
+        return journal.replay()
+    finally:
+        close_old_connections()
+
+
 class UsageSink:
     def __init__(self, *, flush_seconds: float, batch_size: int) -> None:
         self.flush_seconds = flush_seconds
@@ -42,12 +52,22 @@ class UsageSink:
         self.pending: list[UsageEntry] = []
         self.written = 0
         self.dropped = 0
+        self.replayed = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        folder = journal.directory()
+        self.journal = journal.Journal(folder) if folder else None
+        self._replay_due = self.journal is not None
 
     def add(self, entry: UsageEntry) -> None:
         self.pending.append(entry)
+        if self.journal is not None:
+            try:
+                self.journal.append(entry)
+            except OSError:  # disk full or gone: keep serving, memory still has it
+                logger.exception("usage_journal.append_failed")
+                self.journal = None
         if len(self.pending) >= self.batch_size:
             self._wake.set()
 
@@ -56,24 +76,37 @@ class UsageSink:
 
     async def _run(self) -> None:
         while True:
+            if self._replay_due:
+                await self._replay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
             self._wake.clear()
             await self.flush()
 
+    async def _replay(self) -> None:
+        """Take over what dead processes journaled (retried until the database answers)."""
+        try:
+            self.replayed += await asyncio.to_thread(_replay)
+            self._replay_due = False
+        except Exception:  # a boundary: the database may be down; try again next round
+            logger.exception("usage_journal.replay_failed")
+
     async def flush(self) -> None:
         async with self._lock:
-            while self.pending:
-                batch, self.pending = (
-                    self.pending[: self.batch_size * 4],
-                    self.pending[self.batch_size * 4 :],
-                )
+            if not self.pending:
+                return
+            taken, self.pending = self.pending, []
+            if self.journal is not None:
+                self.journal.rotate()  # the rotated segments hold no entry beyond `taken`
+            chunk = self.batch_size * 4
+            for start in range(0, len(taken), chunk):
+                batch = taken[start : start + chunk]
                 started = time.perf_counter()
                 try:
                     await asyncio.to_thread(_write, batch)
-                except Exception:  # a boundary: keep the batch, retry next round
+                except Exception:  # a boundary: keep the rest, retry next round
                     logger.exception("usage_sink.write_failed", extra={"entries": len(batch)})
-                    self.pending[:0] = batch
+                    self.pending[:0] = taken[start:]
                     overflow = len(self.pending) - MAX_PENDING
                     if overflow > 0:
                         del self.pending[:overflow]
@@ -87,6 +120,8 @@ class UsageSink:
                         "ms": int((time.perf_counter() - started) * 1000),
                     },
                 )
+            if self.journal is not None:
+                self.journal.release()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -96,7 +131,12 @@ class UsageSink:
         for _ in range(3):
             await self.flush()
             if not self.pending:
-                return
+                break
             await asyncio.sleep(0.5)
         if self.pending:
-            logger.error("usage_sink.lost_on_shutdown", extra={"entries": len(self.pending)})
+            logger.error(
+                "usage_sink.left_in_journal" if self.journal else "usage_sink.lost_on_shutdown",
+                extra={"entries": len(self.pending)},
+            )
+        if self.journal is not None:
+            self.journal.close(delete=not self.pending)
