@@ -142,6 +142,14 @@ SECURE_HSTS_PRELOAD = SWITCHYARD_TLS
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Failed authentications per client address (tenants/throttle.py): past the limit within the
+# window, /v1/* answers 429 to that address (valid key or not) until the window ends.
+SWITCHYARD_AUTH_FAILURE_LIMIT = env.int("SWITCHYARD_AUTH_FAILURE_LIMIT", default=20)
+SWITCHYARD_AUTH_FAILURE_WINDOW_SECONDS = env.int("SWITCHYARD_AUTH_FAILURE_WINDOW_SECONDS", 300)
+# The log-in page (and the admin's): failed log-ins per address and per username.
+SWITCHYARD_LOGIN_FAILURES_PER_ADDRESS = env.int("SWITCHYARD_LOGIN_FAILURES_PER_ADDRESS", 20)
+SWITCHYARD_LOGIN_FAILURES_PER_USERNAME = env.int("SWITCHYARD_LOGIN_FAILURES_PER_USERNAME", 10)
+SWITCHYARD_LOGIN_FAILURE_WINDOW_SECONDS = env.int("SWITCHYARD_LOGIN_FAILURE_WINDOW_SECONDS", 900)
 # Proxies (addresses or CIDRs) whose X-Forwarded-For is believed when they connect
 # (config/client_ip.py). Empty: the connection's peer is the client, whatever headers say.
 SWITCHYARD_TRUSTED_PROXIES = env.list("SWITCHYARD_TRUSTED_PROXIES", default=[])
@@ -217,7 +225,49 @@ SWITCHYARD_USAGE_JOURNAL_DIR = env.str(
 # hard cap or prepaid credits must guard (money is the thing not to lose).
 SWITCHYARD_RATE_LIMITS_FAIL_OPEN = env.bool("SWITCHYARD_RATE_LIMITS_FAIL_OPEN", default=True)
 SWITCHYARD_CAPS_FAIL_CLOSED = env.bool("SWITCHYARD_CAPS_FAIL_CLOSED", default=True)
+# --- Input limits on /v1/* (routing/gateway/requests.py): a request past one is a 400, or a
+# 413 for the body, before anything is reserved or sent upstream.
 SWITCHYARD_MAX_BODY_BYTES = env.int("SWITCHYARD_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# Seconds a client may take to send a body that did not arrive in one piece (408 after).
+SWITCHYARD_BODY_READ_TIMEOUT_SECONDS = env.float("SWITCHYARD_BODY_READ_TIMEOUT_SECONDS", 30.0)
+SWITCHYARD_MAX_MESSAGES = env.int("SWITCHYARD_MAX_MESSAGES", default=2048)
+# Tool and JSON schemas nest a few levels; 32 leaves room and stays far below what
+# re-serialising for the upstream allows (orjson: 254 levels).
+SWITCHYARD_MAX_JSON_DEPTH = env.int("SWITCHYARD_MAX_JSON_DEPTH", default=32)
+# Characters in one message's content (or one content part, one embeddings input).
+SWITCHYARD_MAX_CONTENT_CHARS = env.int("SWITCHYARD_MAX_CONTENT_CHARS", default=1_000_000)
+# Characters in all messages (or all embeddings inputs) of one request.
+SWITCHYARD_MAX_PROMPT_CHARS = env.int("SWITCHYARD_MAX_PROMPT_CHARS", default=2_000_000)
+# The largest max_tokens / max_completion_tokens accepted (a model's own limit still
+# applies when the router picks it).
+SWITCHYARD_MAX_OUTPUT_TOKENS = env.int("SWITCHYARD_MAX_OUTPUT_TOKENS", default=262_144)
+SWITCHYARD_MAX_N = env.int("SWITCHYARD_MAX_N", default=8)
+SWITCHYARD_MAX_STOP_SEQUENCES = env.int("SWITCHYARD_MAX_STOP_SEQUENCES", default=4)
+SWITCHYARD_MAX_TOOLS = env.int("SWITCHYARD_MAX_TOOLS", default=128)
+SWITCHYARD_MAX_EMBEDDING_INPUTS = env.int("SWITCHYARD_MAX_EMBEDDING_INPUTS", default=2048)
+for _name in (
+    "SWITCHYARD_MAX_BODY_BYTES",
+    "SWITCHYARD_BODY_READ_TIMEOUT_SECONDS",
+    "SWITCHYARD_MAX_MESSAGES",
+    "SWITCHYARD_MAX_JSON_DEPTH",
+    "SWITCHYARD_MAX_CONTENT_CHARS",
+    "SWITCHYARD_MAX_PROMPT_CHARS",
+    "SWITCHYARD_MAX_OUTPUT_TOKENS",
+    "SWITCHYARD_MAX_N",
+    "SWITCHYARD_MAX_STOP_SEQUENCES",
+    "SWITCHYARD_MAX_TOOLS",
+    "SWITCHYARD_MAX_EMBEDDING_INPUTS",
+    "SWITCHYARD_AUTH_FAILURE_LIMIT",
+    "SWITCHYARD_AUTH_FAILURE_WINDOW_SECONDS",
+    "SWITCHYARD_LOGIN_FAILURES_PER_ADDRESS",
+    "SWITCHYARD_LOGIN_FAILURES_PER_USERNAME",
+    "SWITCHYARD_LOGIN_FAILURE_WINDOW_SECONDS",
+):
+    if globals()[_name] <= 0:
+        raise ImproperlyConfigured(f"{_name} must be positive.")
+if SWITCHYARD_MAX_JSON_DEPTH < 8:
+    # An image content part sits 6 levels deep in a valid request.
+    raise ImproperlyConfigured("SWITCHYARD_MAX_JSON_DEPTH must be at least 8.")
 SWITCHYARD_CATALOG_SNAPSHOT = env.str(
     "SWITCHYARD_CATALOG_SNAPSHOT",
     default=str(BASE_DIR / "routing" / "data" / "model_prices_and_context_window.json"),

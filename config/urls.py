@@ -3,10 +3,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import health, metrics
+from tenants.login import ThrottledAdminAuthenticationForm
 
 admin.site.site_header = "Switchyard administration"
 admin.site.site_title = "Switchyard"
 admin.site.index_title = "Operations"
+admin.site.login_form = ThrottledAdminAuthenticationForm  # failed log-ins throttled
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from routing.gateway.auth import AuthFailures
 from routing.gateway.completions import chat_completions, embeddings
 from routing.gateway.errors import GatewayError, envelope
-from routing.gateway.http import send_json
+from routing.gateway.http import check_content_length, send_json
 from routing.gateway.models_list import list_models
 from routing.gateway.state import GatewayState
 
@@ -24,6 +25,7 @@ PATHS = {path for _, path in ROUTES}
 class GatewayApp:
     def __init__(self) -> None:
         self.state = GatewayState()
+        self.auth_failures = AuthFailures()
         self._starting: asyncio.Lock | None = None
 
     async def _ensure_started(self) -> None:
@@ -49,8 +51,12 @@ class GatewayApp:
             return
         await self._ensure_started()
         try:
+            self.auth_failures.refuse_blocked(scope)
+            check_content_length(scope, self.state.max_body)
             await handler(self.state, scope, receive, send)
         except GatewayError as exc:
+            if exc.code == "invalid_api_key":
+                exc = await self.auth_failures.failed(scope, self.state.redis, exc)
             await send_json(send, exc.status, exc.body(), exc.headers)
         except Exception:  # the boundary: a bug answers 500 in OpenAI's shape, never a traceback
             logger.exception("gateway.unhandled_error", extra={"path": path})

@@ -3,15 +3,23 @@
 Besides tenant API keys, the web playground's short-lived token (`sy-pg-…`, minted by
 routing.selectors.playground_token) is accepted: a signed tenant and end user, checked with
 SECRET_KEY, no database either. Only a value that is not a known API key pays for that check.
+
+Failed authentications are counted per client address (`AuthFailures`, tenants.throttle):
+past SWITCHYARD_AUTH_FAILURE_LIMIT in a window, the address gets 429 until the window ends,
+even with a valid key, so guessing keys is slow and costly everywhere at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 
+import redis
+from django.conf import settings
 from django.core import signing
 
+from config.client_ip import parse_trusted_proxies, resolve_client_address
 from routing.gateway.errors import GatewayError
 from routing.gateway.http import header
 from routing.gateway.snapshot import APIKeyInfo, Snapshot, TenantInfo
@@ -20,8 +28,11 @@ from routing.selectors import (
     PLAYGROUND_TOKEN_PREFIX,
     PLAYGROUND_TOKEN_SALT,
 )
+from tenants import throttle
 from tenants.choices import Scope
 from tenants.models import API_KEY_DISPLAY_CHARS
+
+logger = logging.getLogger(__name__)
 
 INVALID = "Invalid API key. Pass a Switchyard key as 'Authorization: Bearer sy-...'."
 PLAYGROUND_PREFIX = PLAYGROUND_TOKEN_PREFIX.encode()
@@ -85,3 +96,82 @@ def playground_key(token: bytes) -> APIKeyInfo | None:
         end_user_external_id=external_id,
         requests_per_minute=None,  # no per-key limit: the plan's limits and caps apply
     )
+
+
+class AuthFailures:
+    """Refuses client addresses with too many failed authentications (see the module doc).
+
+    `refuse_blocked` runs on every request and is a truthiness test while no address is
+    refused; `failed` runs on the 401 path only and makes the one Redis call.
+    """
+
+    def __init__(self) -> None:
+        self.limit = settings.SWITCHYARD_AUTH_FAILURE_LIMIT
+        self.window_seconds = settings.SWITCHYARD_AUTH_FAILURE_WINDOW_SECONDS
+        self.trusted_proxies = parse_trusted_proxies(settings.SWITCHYARD_TRUSTED_PROXIES)
+        self.blocked = throttle.Blocklist()
+        self._local_counters = None
+
+    def _local(self):
+        if self._local_counters is None:
+            import fakeredis
+
+            self._local_counters = fakeredis.FakeAsyncRedis()
+        return self._local_counters
+
+    def address(self, scope: dict) -> str | None:
+        client = scope.get("client")
+        forwarded = header(scope, b"x-forwarded-for") if self.trusted_proxies else None
+        return resolve_client_address(
+            client[0] if client else None,
+            forwarded.decode("latin-1") if forwarded else None,
+            self.trusted_proxies,
+        )
+
+    def refuse_blocked(self, scope: dict) -> None:
+        """429 when the request's address is refused."""
+        if not self.blocked:
+            return
+        address = self.address(scope)
+        retry_after = self.blocked.retry_after(address) if address else None
+        if retry_after is not None:
+            raise self._refusal(retry_after)
+
+    async def failed(self, scope: dict, client, error: GatewayError) -> GatewayError:
+        """Count a failed authentication: the error to answer with, `error` or a 429."""
+        address = self.address(scope)
+        if address is None:
+            return error
+        if client is None:  # the embedded default has no Redis and runs one process
+            client = self._local()
+        try:
+            verdict = await throttle.count_failure_async(
+                client,
+                throttle.API,
+                address,
+                limit=self.limit,
+                window_seconds=self.window_seconds,
+            )
+        except (redis.RedisError, OSError):
+            # Like the rate limits, failure counting fails open: the 401 stands.
+            logger.warning("auth.failure_not_counted", extra={"client_address": address})
+            return error
+        if not verdict.is_blocked:
+            return error
+        self.blocked.add(address, verdict.retry_after)
+        if verdict.failures == self.limit:
+            logger.warning(
+                "auth.client_address_blocked",
+                extra={"client_address": address, "seconds": verdict.retry_after},
+            )
+            return error  # the last failure allowed: later attempts are refused
+        return self._refusal(verdict.retry_after)
+
+    def _refusal(self, retry_after: int) -> GatewayError:
+        return GatewayError(
+            429,
+            "Too many failed authentications from this address; "
+            f"try again in {retry_after} seconds.",
+            code="too_many_auth_failures",
+            headers=[(b"retry-after", str(retry_after).encode())],
+        )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+
+from django.conf import settings
 
 from routing.gateway.errors import GatewayError
 
@@ -21,23 +24,56 @@ def header(scope: dict, name: bytes) -> bytes | None:
     return None
 
 
+def too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413, f"The request body is larger than {limit} bytes.", code="request_too_large"
+    )
+
+
+def check_content_length(scope: dict, limit: int) -> None:
+    """413 before reading a body whose declared length is past `limit` bytes."""
+    length = header(scope, b"content-length")
+    # A malformed length never gets here: the HTTP server refuses it first.
+    if length is not None and len(length) <= 19 and length.isdigit() and int(length) > limit:
+        raise too_large(limit)
+
+
 async def read_body(receive, limit: int) -> bytes:
     """The request body; 413 past `limit` bytes (counted as it arrives, never buffered past)."""
+    message = await receive()
+    # Almost every body is in the first message (the server read it with the headers), so
+    # only a body still arriving pays for a timeout: the one a slow client would hold open.
+    if message["type"] == "http.request" and not message.get("more_body"):
+        body = message.get("body", b"")
+        if len(body) > limit:
+            raise too_large(limit)
+        return body
+    seconds = settings.SWITCHYARD_BODY_READ_TIMEOUT_SECONDS
+    try:
+        async with asyncio.timeout(seconds):
+            return await _read_rest(receive, message, limit)
+    except TimeoutError:
+        raise GatewayError(
+            408,
+            f"The request body did not arrive within {seconds:g} seconds.",
+            code="request_timeout",
+        ) from None
+
+
+async def _read_rest(receive, message: dict, limit: int) -> bytes:
     chunks = []
     size = 0
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise GatewayError(400, "The client disconnected before sending the whole body.")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise GatewayError(
-                413, f"The request body is larger than {limit} bytes.", code="request_too_large"
-            )
+            raise too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body"):
-            return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+            return b"".join(chunks)
+        message = await receive()
 
 
 async def send_json(
