@@ -5,10 +5,21 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Count, Q
+from django.http import HttpResponseBadRequest, HttpResponseNotAllowed, StreamingHttpResponse
+from django.urls import path
+from django.utils import timezone
 from django.utils.html import format_html
 
-from tenants import services
+from tenants import (
+    admin_platform,  # noqa: F401 - audits the auth and beat admins too
+    audit,
+    audit_export,
+    services,
+)
 from tenants.admin_mixins import (
     AuditedAdminMixin,
     ReadOnlyAdminMixin,
@@ -274,15 +285,70 @@ class TargetTypeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ActorKindFilter(admin.SimpleListFilter):
+    """Who acted, by kind; a particular person is a search for their username."""
+
+    title = "actor"
+    parameter_name = "actor_kind"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("staff", "Staff"),
+            ("user", "Tenant users"),
+            ("api_key", "API keys"),
+            ("router", "The router"),
+            ("system", "System (tasks, commands)"),
+        ]
+
+    def queryset(self, request, queryset):
+        match self.value():
+            case "staff":
+                return queryset.filter(actor__is_staff=True)
+            case "user":
+                return queryset.filter(actor__isnull=False, actor__is_staff=False)
+            case "api_key":
+                return queryset.filter(actor__isnull=True, actor_label__startswith="api-key:")
+            case "router":
+                return queryset.filter(actor__isnull=True, actor_label=audit.ROUTER_LABEL)
+            case "system":
+                return queryset.filter(actor__isnull=True).exclude(
+                    Q(actor_label__startswith="api-key:") | Q(actor_label=audit.ROUTER_LABEL)
+                )
+        return queryset
+
+
 @admin.register(AuditLog)
 class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Who changed which key, setting or tenant, and when? Read-only: the log is append-only."""
+    """Who changed which key, setting or tenant, when and from where? Read-only for everyone,
+    superusers included (the log is append-only); exported as CSV with the filters applied."""
 
-    list_display = ["created_at", "action", "actor_label", "tenant_link", "target", "changes_short"]
-    list_filter = ["action", TargetTypeFilter]
-    list_select_related = ["tenant"]
-    search_fields = ["action", "actor_label", "target_repr", "=target_id", "tenant__slug"]
+    list_display = [
+        "created_at",
+        "action",
+        "actor_label",
+        "tenant_link",
+        "target",
+        "changes_short",
+        "ip_address",
+    ]
+    list_filter = [
+        ("created_at", admin.DateFieldListFilter),
+        "action",
+        ActorKindFilter,
+        "tenant",
+        TargetTypeFilter,
+    ]
+    list_select_related = ["tenant", "actor"]
+    search_fields = [
+        "action",
+        "actor_label",
+        "target_repr",
+        "=target_id",
+        "tenant__slug",
+        "=ip_address",
+    ]
     date_hierarchy = "created_at"
+    actions = ["export_csv"]
     fields = [
         "created_at",
         "action",
@@ -294,8 +360,17 @@ class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "target_repr",
         "changes_pretty",
         "ip_address",
+        "user_agent",
     ]
     readonly_fields = fields
+
+    def get_urls(self):
+        export = path(
+            "export.csv",
+            self.admin_site.admin_view(self.export_view),
+            name="tenants_auditlog_export",
+        )
+        return [export, *super().get_urls()]
 
     @admin.display(description="tenant", ordering="tenant__name")
     def tenant_link(self, obj: AuditLog):
@@ -321,6 +396,43 @@ class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return format_html(
             "<pre>{}</pre>", json.dumps(obj.changes, ensure_ascii=False, indent=2, sort_keys=True)
         )
+
+    # --- export: the changelist's button (filters and search applied) and an action ---------
+
+    def export_view(self, request):
+        """GET: every entry the changelist shows with the same query string, as CSV."""
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"])
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            entries = self.get_changelist_instance(request).get_queryset(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("Unknown filter in the query string.")
+        filters = {k: v for k, v in request.GET.items() if k not in ("p", "o")}
+        return self._export(request, entries, filters)
+
+    @admin.action(description="Export selected entries as CSV", permissions=["view"])
+    def export_csv(self, request, queryset):
+        return self._export(request, queryset, {"selected": queryset.count()})
+
+    def _export(self, request, entries, filters: dict) -> StreamingHttpResponse:
+        own = services.record_audit_export(
+            actor=request.user, tenant=None, fmt="csv", filters=filters
+        )
+        rows = (
+            entries.filter(pk__lt=own.pk)
+            .select_related("tenant", "actor")
+            .iterator(chunk_size=audit_export.EXPORT_BATCH_ROWS)
+        )
+        content = audit_export.streamed(
+            rows, for_tenant=False, is_async=isinstance(request, ASGIRequest)
+        )
+        response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response["Content-Disposition"] = f'attachment; filename="audit-log-{stamp}.csv"'
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 @admin.register(Invitation)

@@ -16,6 +16,7 @@ NAVIGATION = [
     ("Spending", "usage:spending", EVERYONE),
     ("API keys", "tenants:api-key-list", MANAGERS),
     ("Members", "tenants:member-list", MANAGERS),
+    ("Audit log", "tenants:audit-log", MANAGERS),
 ]
 
 

@@ -118,3 +118,40 @@ class SignupForm(forms.Form):
             except forms.ValidationError as exc:
                 self.add_error("password1", exc)
         return cleaned
+
+
+# What the audit page filters by: the noun of an action (no DISTINCT over the whole log).
+AUDIT_ACTION_GROUPS = [
+    ("", "Everything"),
+    ("provider_key.", "Provider keys"),
+    ("api_key.", "API keys"),
+    ("member.", "Members and invitations"),
+    ("llm_settings.", "Power level and settings"),
+    ("spending_cap.", "Spending caps"),
+    ("credits.", "Credits"),
+    ("tenant.", "Tenant"),
+    ("audit_log.", "Audit log exports"),
+]
+
+
+class AuditFilterForm(forms.Form):
+    """The audit page's filters: a kind of action and a date range (both ends included)."""
+
+    action = forms.ChoiceField(choices=AUDIT_ACTION_GROUPS, required=False, label="What")
+    since = forms.DateField(
+        required=False,
+        label="From",
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+    )
+    until = forms.DateField(
+        required=False,
+        label="To",
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since > until:
+            raise forms.ValidationError("“From” must not be after “To”.")
+        return cleaned

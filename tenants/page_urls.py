@@ -1,4 +1,4 @@
-"""Tenant pages of tenants (API keys, members) and the invitation link; namespace "tenants"."""
+"""Tenant pages of tenants (API keys, members, audit log) and invitation links; "tenants"."""
 
 from django.urls import path
 
@@ -20,4 +20,5 @@ urlpatterns = [
         name="invitation-revoke",
     ),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation-accept"),
+    path("audit-log/", views.audit_log, name="audit-log"),
 ]

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from tenants import audit, config_version, crypto
 from tenants.choices import DEFAULT_SCOPES, Role, Scope
-from tenants.models import EndUser, Membership, Plan, Tenant, TenantAPIKey
+from tenants.models import AuditLog, EndUser, Membership, Plan, Tenant, TenantAPIKey
 
 
 class InvalidScope(ValueError):
@@ -562,3 +562,23 @@ __all__ += [
     "remove_member",
     "revoke_invitation",
 ]
+
+
+# --- the audit log's own exports ----------------------------------------------------------
+
+
+def record_audit_export(
+    *, actor: Any, tenant: Tenant | None, fmt: str, filters: dict[str, Any]
+) -> AuditLog:
+    """Note that `actor` exported the audit log (`tenant`'s, or with no tenant the platform's,
+    staff's view): reading who did what out of the system is itself worth knowing. Callers
+    export the entries older than the returned one."""
+    return audit.record(
+        actor=actor,
+        tenant=tenant,
+        action="audit_log.exported",
+        changes={"format": fmt, "filters": filters},
+    )
+
+
+__all__ += ["record_audit_export"]

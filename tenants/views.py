@@ -1,14 +1,19 @@
-"""Account pages (home, tenant switcher), the API keys and members pages, invitations.
+"""Account pages (home, tenant switcher), the API keys, members and audit log pages, invitations.
 
 Login, logout and password reset are Django's.
 """
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, time, timedelta
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -19,12 +24,26 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from tenants.api.tenancy import SESSION_TENANT_KEY
+from tenants.audit_export import entry_fields
 from tenants.choices import Role, Scope
 from tenants.context_processors import navigation
 from tenants.models import Invitation, Membership, TenantAPIKey
-from tenants.page_forms import APIKeyCreateForm, InviteForm, MemberRoleForm, SignupForm
+from tenants.page_forms import (
+    APIKeyCreateForm,
+    AuditFilterForm,
+    InviteForm,
+    MemberRoleForm,
+    SignupForm,
+)
 from tenants.rbac import MANAGERS, tenant_page
-from tenants.selectors import api_keys, get_api_key, members, memberships_of
+from tenants.selectors import (
+    AuditFilters,
+    api_keys,
+    audit_entries,
+    get_api_key,
+    members,
+    memberships_of,
+)
 from tenants.services import (
     InvitationError,
     MembershipRuleError,
@@ -325,3 +344,55 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
             return _welcome(request, membership, joined=True)
     context["form"] = form
     return render(request, "tenants/invitation_accept.html", context)
+
+
+# --- audit log page ---------------------------------------------------------------------------
+
+AUDIT_PAGE_SIZE = 50
+
+
+def _audit_filters(form: AuditFilterForm) -> tuple[AuditFilters, dict[str, str]]:
+    """The selector's filters and the same as the API's query (for the CSV link)."""
+    if not form.is_valid():
+        return AuditFilters(), {}
+    data = form.cleaned_data
+    since = until = None
+    query: dict[str, str] = {}
+    if data["action"]:
+        query["action"] = data["action"]
+    if data["since"]:
+        since = datetime.combine(data["since"], time.min, tzinfo=UTC)
+        query["since"] = since.isoformat()
+    if data["until"]:  # "To" includes its day
+        until = datetime.combine(data["until"] + timedelta(days=1), time.min, tzinfo=UTC)
+        query["until"] = until.isoformat()
+    return AuditFilters(action=data["action"], since=since, until=until), query
+
+
+@tenant_page(MANAGERS)
+@require_GET
+def audit_log(request: HttpRequest) -> HttpResponse:
+    """The tenant's audit entries, newest first, filtered; the CSV export is the API's."""
+    form = AuditFilterForm(request.GET or None)
+    filters, query = _audit_filters(form)
+    page = Paginator(audit_entries(tenant=request.tenant, filters=filters), AUDIT_PAGE_SIZE)
+    entries = page.get_page(request.GET.get("page"))
+    rows = [
+        {
+            **entry_fields(entry, for_tenant=True),
+            "changes_text": json.dumps(entry.changes, ensure_ascii=False, sort_keys=True)
+            if entry.changes
+            else "",
+        }
+        for entry in entries
+    ]
+    csv_url = reverse("tenants-api:audit-log-list") + "?" + urlencode({**query, "format": "csv"})
+    page_query = urlencode({k: v for k, v in request.GET.items() if k != "page"})
+    context = {
+        "form": form,
+        "entries": entries,
+        "rows": rows,
+        "csv_url": csv_url,
+        "page_query": page_query,
+    }
+    return render(request, "tenants/audit_log.html", context)

@@ -30,6 +30,7 @@ EXPECTED = {
     "/api/v1/members/invite": {"post"},
     "/api/v1/invitations": {"get"},
     "/api/v1/invitations/{id}": {"delete"},
+    "/api/v1/audit-log": {"get"},
     "/api/v1/staff/providers": {"get", "post"},
     "/api/v1/staff/providers/{id}": {"get", "patch"},
     "/api/v1/staff/catalog-models": {"get"},

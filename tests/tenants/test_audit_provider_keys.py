@@ -159,9 +159,7 @@ def test_renaming_a_key_through_the_api_is_recorded(tenant, key):
 
     client.patch(f"/api/v1/provider-keys/{key.pk}", {"label": "billing"}, format="json")
 
-    entry = recorded(
-        "provider_key.renamed", tenant=tenant, actor_label=f"api-key:{api_key.prefix}"
-    )
+    entry = recorded("provider_key.renamed", tenant=tenant, actor_label=f"api-key:{api_key.prefix}")
     assert entry.changes == {"label": ["", "billing"]}
 
 
@@ -219,9 +217,7 @@ def test_the_validation_task_records_a_passed_check(tenant, sim_provider):
 def test_a_key_the_router_saw_refused_is_recorded_as_the_routers_doing(tenant, key):
     provider_services.mark_key_invalid(key_id=key.pk, error="upstream said 401")
 
-    entry = recorded(
-        "provider_key.validation_failed", tenant=tenant, actor_label="router", ip=None
-    )
+    entry = recorded("provider_key.validation_failed", tenant=tenant, actor_label="router", ip=None)
     assert entry.changes == {"error": "upstream said 401"}
 
 
