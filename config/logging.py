@@ -56,11 +56,13 @@ class RedactingFormatter(logging.Formatter):
 # each asyncio task and each thread sees its own request's id.
 REQUEST_ID: ContextVar[str | None] = ContextVar("switchyard_request_id", default=None)
 
-# What every LogRecord carries; anything else on a record came from `extra=`.
+# What every LogRecord carries; anything else on a record came from `extra=` (except
+# uvicorn's copy of its message in terminal colours).
 _RECORD_FIELDS = frozenset(logging.LogRecord("", logging.INFO, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",
 }
 _CORE = ("time", "level", "logger", "message", "request_id")
 

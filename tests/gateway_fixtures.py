@@ -175,22 +175,36 @@ class GatewayProcess:
             ],
             env=environment,
         )
-        self._wait()
+        try:
+            self._wait(workers)
+        except BaseException:  # the fixture never sees this object: no one else would stop it
+            self.stop()
+            raise
 
-    def _wait(self) -> None:
+    def _wait(self, workers: int) -> None:
         import httpx
 
-        deadline = time.monotonic() + 30
+        # Workers start side by side; on a busy two-core machine each takes seconds to import.
+        deadline = time.monotonic() + 30 * workers
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("the gateway process exited")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if (
+                    httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+                    and len(self.worker_pids()) >= workers
+                ):
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         raise RuntimeError("the gateway process did not start")
+
+    def worker_pids(self) -> set[int]:
+        """Workers that loaded the app: each has written its metrics file by then."""
+        from pathlib import Path
+
+        return {int(p.stem.rsplit("_", 1)[1]) for p in Path(self.metrics_dir).glob("counter_*.db")}
 
     def stop(self) -> None:
         import shutil
