@@ -15,6 +15,7 @@ from rest_framework.views import exception_handler
 from rest_framework.viewsets import GenericViewSet
 
 from tenants.api.pagination import Pagination
+from tenants.api.parsers import PARSER_CLASSES
 from tenants.api.permissions import HasTenant, IsStaffSession
 from tenants.api.tenancy import resolve_session_tenant
 from tenants.choices import Role
@@ -87,6 +88,7 @@ class TenantScopedMixin:
 
     base_permission_classes: tuple[type[BasePermission], ...] = (IsAuthenticated, HasTenant)
     pagination_class = Pagination
+    parser_classes = PARSER_CLASSES
     request: Any
 
     def perform_authentication(self, request) -> None:
@@ -164,6 +166,7 @@ class StaffViewSet(GenericViewSet):
 
     permission_classes = [IsAuthenticated, IsStaffSession]
     pagination_class = Pagination
+    parser_classes = PARSER_CLASSES
 
     def get_exception_handler(self):
         return api_exception_handler

@@ -19,15 +19,12 @@ truncated or re-quoted copy is found too. Finally: a key is never accepted from 
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -52,6 +49,7 @@ from tests.factories import (
     UserFactory,
     ensure_default_data,
 )
+from tests.security.hostile_upstream import echo_key, hostile_upstream
 from tests.tenants.admin_forms import changeform_data
 from tests.world_fixtures import add_provider, platform_key
 from usage.choices import CapScope
@@ -175,47 +173,10 @@ def captured_logs() -> Iterator[RecordCapture]:
             logging.getLogger(name).removeHandler(capture)
 
 
-class EchoingUpstream(BaseHTTPRequestHandler):
-    """A hostile provider: every answer is an error that quotes the key it was sent, with
-    the status its base URL names (`/s500/v1`, `/s401/v1`)."""
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
-        key = (self.headers.get("authorization") or "")[7:] or self.headers.get("x-api-key", "")
-        body = json.dumps(
-            {
-                "error": {
-                    "message": f"Incorrect API key provided: {key}. You passed {key!r}.",
-                    "type": "invalid_request_error",
-                    "param": key,
-                    "code": f"invalid_api_key:{key}",
-                }
-            }
-        ).encode()
-        self.send_response(int(self.path.split("/")[1][1:]))
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.send_header("x-echoed-key", key)
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args) -> None:  # the test's own log capture is for Switchyard
-        pass
-
-
 @pytest.fixture
 def echoing_upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingUpstream)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with hostile_upstream(echo_key) as url:
+        yield url
 
 
 def dump_database(haystack: Haystack) -> int:
