@@ -206,6 +206,10 @@ CELERY_TIMEZONE = "UTC"
 # --- Gateway -----------------------------------------------------------------------------
 SWITCHYARD_PUBLIC_URL = env.str("SWITCHYARD_PUBLIC_URL", default="http://127.0.0.1:8000")
 SWITCHYARD_SIMULATOR_URL = env.str("SWITCHYARD_SIMULATOR_URL", default="http://127.0.0.1:9100")
+# Hosts platform providers may reach past the SSRF guard (plain http, private or loopback
+# addresses), e.g. an in-house vLLM; staff add more in the admin (upstream host allowances).
+# Tenants' own endpoints never may. seed_demo allow-lists the simulator's host itself.
+SWITCHYARD_UPSTREAM_ALLOWED_HOSTS = env.list("SWITCHYARD_UPSTREAM_ALLOWED_HOSTS", default=[])
 SWITCHYARD_UPSTREAM_CONNECT_TIMEOUT = env.float("SWITCHYARD_UPSTREAM_CONNECT_TIMEOUT", 5.0)
 SWITCHYARD_UPSTREAM_READ_TIMEOUT = env.float("SWITCHYARD_UPSTREAM_READ_TIMEOUT", 60.0)
 SWITCHYARD_UPSTREAM_TOTAL_TIMEOUT = env.float("SWITCHYARD_UPSTREAM_TOTAL_TIMEOUT", 300.0)

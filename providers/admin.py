@@ -11,8 +11,12 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from providers import health, services, validation
 from providers.choices import HealthStatus, KeyStatus
-from providers.forms import ProviderAdminForm, ProviderKeyAdminForm
-from providers.models import Provider, ProviderHealthCheck, ProviderKey
+from providers.forms import (
+    ProviderAdminForm,
+    ProviderKeyAdminForm,
+    UpstreamHostAllowanceAdminForm,
+)
+from providers.models import Provider, ProviderHealthCheck, ProviderKey, UpstreamHostAllowance
 from tenants.admin_mixins import (
     AuditedActionsMixin,
     AuditedAdminMixin,
@@ -399,6 +403,7 @@ class ProviderKeyAdmin(AuditedActionsMixin, admin.ModelAdmin):
                 options=provider.options or {},
                 model_id=None,  # a models-list request: no catalog lookup, no tokens spent
                 timeout=KEY_TEST_TIMEOUT_SECONDS,
+                tenant_endpoint=provider.tenant_id is not None,
             )
             # Validation scrubs its messages; this makes sure the key never reaches the page.
             note = (result.error or "").replace(secret, key.masked)
@@ -452,3 +457,18 @@ class ProviderKeyAdmin(AuditedActionsMixin, admin.ModelAdmin):
                 "keep the old keys until those are replaced.",
                 messages.WARNING,
             )
+
+
+@admin.register(UpstreamHostAllowance)
+class UpstreamHostAllowanceAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Which hosts may platform providers reach past the SSRF guard, and why?
+
+    Saves are audited and bump the config version: the gateway trusts the new list within
+    a poll interval, and a host taken off it gets no more connections past the guard.
+    """
+
+    audit_noun = "upstream_host"
+    form = UpstreamHostAllowanceAdminForm
+    list_display = ["host", "note", "created_at"]
+    search_fields = ["host", "note"]
+    ordering = ["host"]

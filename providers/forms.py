@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django import forms
 
+from config import netguard
+from providers import upstream_hosts
 from providers.choices import WireProtocol
-from providers.models import Provider, ProviderKey
+from providers.models import Provider, ProviderKey, UpstreamHostAllowance
 from providers.page_forms import secret_characters
 from providers.presets import preset_for
 
@@ -36,7 +38,32 @@ class ProviderAdminForm(forms.ModelForm):
             cleaned["base_url"] = (cleaned.get("base_url") or preset.base_url).rstrip("/")
             if not cleaned["base_url"]:
                 self.add_error("base_url", "This kind has no default URL: enter the endpoint's.")
+            else:
+                # The gateway's SSRF guard would refuse it at connect time; say so now.
+                problem = upstream_hosts.base_url_problem(
+                    cleaned["base_url"], tenant_endpoint=cleaned.get("tenant") is not None
+                )
+                if problem:
+                    self.add_error("base_url", problem)
         return cleaned
+
+
+class UpstreamHostAllowanceAdminForm(forms.ModelForm):
+    """A bare host, stored as the guard compares it (lower case, canonical IP)."""
+
+    class Meta:
+        model = UpstreamHostAllowance
+        fields = ["host", "note"]
+
+    def clean_host(self) -> str:
+        host = netguard.normalize_host(self.cleaned_data["host"])
+        is_name = netguard.parse_address(host) is None  # an IPv6 address has colons
+        if not host or (is_name and any(c in host for c in "/:@?#* ")):
+            raise forms.ValidationError(
+                "Enter only the host, e.g. 10.0.0.5 or llm.internal.example: no scheme, "
+                "port, path or wildcard."
+            )
+        return host
 
 
 class ProviderKeyAdminForm(forms.ModelForm):

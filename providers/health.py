@@ -73,6 +73,7 @@ def check_provider(*, provider: Provider, now: datetime) -> ProviderHealthCheck 
         options=provider.options or {},
         model_id=None,  # a models list: no tokens spent, no catalog lookup
         timeout=HEALTH_CHECK_TIMEOUT_SECONDS,
+        tenant_endpoint=provider.tenant_id is not None,
     )
     # Validation scrubs its messages by value and by pattern; this is the last line.
     error = "" if result.ok else result.error.replace(secret, key.masked)

@@ -123,3 +123,26 @@ class ProviderHealthCheck(models.Model):
         return (
             f"{self.provider} {'ok' if self.ok else 'failed'} at {self.checked_at:%Y-%m-%d %H:%M}"
         )
+
+
+class UpstreamHostAllowance(models.Model):
+    """A host staff trust for platform providers: reached without the SSRF guard's checks."""
+
+    host = models.CharField(
+        max_length=253,
+        unique=True,
+        help_text="A host name or IP address exactly as base URLs name it, without scheme or "
+        "port, e.g. 10.0.0.5 or llm.internal.example. Platform providers on it may use plain "
+        "http and private addresses; tenants' own endpoints may never use it.",
+    )
+    note = models.CharField(
+        max_length=200, blank=True, help_text="Why it is trusted, e.g. “our vLLM cluster”."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["host"]
+        verbose_name = "upstream host allowance"
+
+    def __str__(self) -> str:
+        return self.host

@@ -13,10 +13,11 @@ from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
+from config import netguard
 from config.logging import redact
-from providers import tasks
+from providers import tasks, upstream_hosts
 from providers.choices import HealthStatus, KeyScope, KeyStatus
-from providers.models import Provider, ProviderHealthCheck, ProviderKey
+from providers.models import Provider, ProviderHealthCheck, ProviderKey, UpstreamHostAllowance
 from providers.presets import preset_for
 from tenants import audit, config_version
 from tenants.models import EndUser, Tenant
@@ -56,6 +57,7 @@ def create_provider(
         tenant=tenant,
     )
     provider.full_clean()
+    upstream_hosts.check_base_url(provider.base_url, tenant_endpoint=tenant is not None)
     with transaction.atomic():
         provider.save()
         audit.record(actor=actor, tenant=tenant, action="provider.created", target=provider)
@@ -411,6 +413,10 @@ def update_provider(*, provider: Provider, actor: Any = None, **fields: Any) -> 
     if not changes:
         return provider
     provider.full_clean()
+    if "base_url" in changes:
+        upstream_hosts.check_base_url(
+            provider.base_url, tenant_endpoint=provider.tenant_id is not None
+        )
     with transaction.atomic():
         provider.save(update_fields=[*changes])
         audit.record(
@@ -422,3 +428,16 @@ def update_provider(*, provider: Provider, actor: Any = None, **fields: Any) -> 
         )
         _bump_on_commit(provider.tenant_id)
     return provider
+
+
+def allow_upstream_host(*, host: str, note: str = "", actor: Any = None) -> UpstreamHostAllowance:
+    """Let platform providers on `host` skip the SSRF guard (idempotent); audited, config
+    bumped. Staff normally do this in the admin; seed_demo does it for the simulator."""
+    with transaction.atomic():
+        allowance, created = UpstreamHostAllowance.objects.get_or_create(
+            host=netguard.normalize_host(host), defaults={"note": note}
+        )
+        if created:
+            audit.record(actor=actor, tenant=None, action="upstream_host.created", target=allowance)
+            _bump_on_commit(None)
+    return allowance

@@ -16,6 +16,8 @@ import httpx
 from django.apps import apps
 from django.db.models import F
 
+from config.netguard import DestinationRefused
+from providers import upstream_hosts
 from providers.adapters import anthropic, openai_compatible
 from providers.adapters.base import Target, UpstreamError
 from providers.adapters.errors import MAX_BODY_BYTES, describe_error_body, scrub
@@ -115,10 +117,13 @@ def validate_key(
     options: Mapping[str, Any],
     model_id: str | None,
     timeout: float = 10,
+    tenant_endpoint: bool = False,
 ) -> ValidationResult:
     """Check `api_key` with a 5-token completion on `model_id`, or a models list without one.
 
     Never raises for the provider's failures; the result's error never contains the key.
+    The connection passes the SSRF guard as the gateway's do (`tenant_endpoint`: the provider
+    is a tenant's own, so allow-listed hosts are no exception).
     """
     target = Target(
         protocol=protocol,
@@ -149,8 +154,15 @@ def validate_key(
     except UpstreamError as exc:
         return result(False, exc.message)
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        with upstream_hosts.http_client(
+            base_url=base_url,
+            tenant_endpoint=tenant_endpoint,
+            timeout=timeout,
+            follow_redirects=False,
+        ) as client:
             response = client.request(method, url, headers=dict(headers), content=data)
+    except DestinationRefused as exc:
+        return result(False, f"The base URL's address is not allowed: {exc.reason}.")
     except httpx.TimeoutException:
         return result(False, f"The provider did not answer within {timeout:g} s.", transient=True)
     except httpx.InvalidURL:
@@ -204,6 +216,7 @@ def check_key(provider: Any, secret: str, *, timeout: float) -> ValidationResult
             options=provider.options or {},
             model_id=model,
             timeout=timeout,
+            tenant_endpoint=provider.tenant_id is not None,
         )
 
     result = check(model_id)

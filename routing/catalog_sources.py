@@ -26,6 +26,7 @@ more pages than we follow) raises ModelsListError: the provider is then left as 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -37,7 +38,10 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
+from django.conf import settings
 
+from config import netguard
+from providers import upstream_hosts
 from providers.adapters import anthropic, openai_compatible
 from providers.adapters.base import Target
 from providers.adapters.errors import MAX_BODY_BYTES, describe_error_body, scrub
@@ -109,11 +113,18 @@ def http_fetch(
     timeout: float,
     max_bytes: int,
     follow_redirects: bool,
+    trusted_hosts: frozenset[str] = frozenset(),
 ) -> Fetched:
-    """GET `url` with httpx; FetchError for no answer or one larger than `max_bytes`."""
+    """GET `url` with httpx; FetchError for no answer or one larger than `max_bytes`.
+
+    Every connection to a host not in `trusted_hosts` passes the SSRF guard, a redirect's
+    too (see `guarded_fetch`).
+    """
     try:
         with (
-            httpx.Client(timeout=timeout, follow_redirects=follow_redirects) as client,
+            netguard.guarded_client(
+                trusted_hosts=trusted_hosts, timeout=timeout, follow_redirects=follow_redirects
+            ) as client,
             client.stream("GET", url, headers=dict(headers)) as response,
         ):
             declared = response.headers.get("content-length", "")
@@ -129,6 +140,8 @@ def http_fetch(
                     )
                 chunks.append(chunk)
             return Fetched(status=response.status_code, body=b"".join(chunks))
+    except netguard.DestinationRefused as exc:
+        raise FetchError(f"address not allowed: {exc.reason}", transient=False) from None
     except httpx.TimeoutException:
         raise FetchError(f"no answer within {timeout:g} s", transient=True) from None
     except (httpx.InvalidURL, httpx.UnsupportedProtocol):
@@ -137,6 +150,17 @@ def http_fetch(
         raise FetchError("too many redirects", transient=False) from None
     except (httpx.TransportError, OSError) as exc:
         raise FetchError(f"could not connect ({type(exc).__name__})", transient=True) from None
+
+
+def guarded_fetch() -> Fetch:
+    """`http_fetch` guarded as the gateway's connections are. Only platform providers' lists
+    are read, so allow-listed hosts are trusted, and so is the host of the pricing map URL
+    the operator set. Read now, once: the lists are fetched in threads, without a database.
+    """
+    trusted = upstream_hosts.trusted_hosts(tenant_endpoint=False)
+    if settings.SWITCHYARD_CATALOG_SOURCE_URL:
+        trusted |= {netguard.host_of(settings.SWITCHYARD_CATALOG_SOURCE_URL)}
+    return functools.partial(http_fetch, trusted_hosts=trusted)
 
 
 # --- the pricing map ---------------------------------------------------------------------------

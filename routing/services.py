@@ -427,7 +427,7 @@ def sync_catalog(
     """
     started_at = now or timezone.now()
     clock = time.perf_counter()
-    fetch = fetch or catalog_sources.http_fetch
+    fetch = fetch or catalog_sources.guarded_fetch()
     triggered_by = _actor_label(actor)
     try:
         pricing = catalog_sources.load_pricing_map(

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
-import socket
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -22,6 +20,7 @@ import httpx
 from django.conf import settings
 from django.db.models import F
 
+from config import netguard
 from tenants.crypto import DecryptionError, SealedSecret
 from usage.models import Alert
 
@@ -77,27 +76,25 @@ def alert_payload(alert: Alert) -> dict:
     }
 
 
-def _refuses_destination(url: str) -> str:
-    """Why `url` may not be called ("" if it may): a tenant's URL must not reach loopback,
-    private or link-local addresses (cloud metadata, the installation's own services)."""
+def _client() -> httpx.Client:
+    """The client a webhook is sent with. A tenant's URL must not reach loopback, private or
+    link-local addresses (cloud metadata, the installation's own services): the SSRF guard
+    checks the addresses each connection goes to, when it connects, so a name that resolved
+    to a public address when the URL was saved cannot rebind to an internal one. Plain http
+    stays allowed: the body is signed and carries no secret. Redirects are not followed."""
     if settings.SWITCHYARD_WEBHOOK_ALLOW_PRIVATE_HOSTS:
-        return ""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "not an http(s) URL"
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
-    except OSError:
-        return ""  # unresolvable now: httpx fails the same way, and the task retries
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if not address.is_global:
-            return f"{parts.hostname} resolves to a non-public address"
-    return ""
+        return httpx.Client(timeout=TIMEOUT, follow_redirects=False)
+    return netguard.guarded_client(require_tls=False, timeout=TIMEOUT, follow_redirects=False)
 
 
 def _record(alert_id: int, **fields) -> None:
     Alert.objects.filter(pk=alert_id).update(**fields)
+
+
+def _refused(alert_id: int, tenant_id: int, reason: str) -> str:
+    _record(alert_id, webhook_error=f"Refused: {reason}."[:200])
+    logger.warning("alert.webhook_refused", extra={"tenant_id": tenant_id})
+    return "refused"
 
 
 def deliver_alert_webhook(*, alert_id: int, now: datetime) -> str:
@@ -117,11 +114,8 @@ def deliver_alert_webhook(*, alert_id: int, now: datetime) -> str:
         _record(alert_id, webhook_error="No signing secret: set one before alerts are sent.")
         logger.warning("alert.webhook_without_secret", extra={"tenant_id": tenant.pk})
         return "refused"
-    reason = _refuses_destination(tenant.webhook_url)
-    if reason:
-        _record(alert_id, webhook_error=f"Refused: {reason}."[:200])
-        logger.warning("alert.webhook_refused", extra={"tenant_id": tenant.pk})
-        return "refused"
+    if urlsplit(tenant.webhook_url).scheme not in ("http", "https"):
+        return _refused(alert_id, tenant.pk, "not an http(s) URL")
     try:
         key = secret.reveal()
     except DecryptionError:
@@ -138,7 +132,10 @@ def deliver_alert_webhook(*, alert_id: int, now: datetime) -> str:
     }
     _record(alert_id, webhook_attempts=F("webhook_attempts") + 1)
     try:
-        response = httpx.post(tenant.webhook_url, content=body, headers=headers, timeout=TIMEOUT)
+        with _client() as client:
+            response = client.post(tenant.webhook_url, content=body, headers=headers)
+    except netguard.DestinationRefused as exc:
+        return _refused(alert_id, tenant.pk, exc.reason)
     except httpx.TransportError as exc:
         _record(alert_id, webhook_error=f"{type(exc).__name__} calling the webhook."[:200])
         logger.warning("alert.webhook_unreachable", extra={"alert_id": alert_id})

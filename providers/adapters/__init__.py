@@ -6,9 +6,13 @@ instance; `adapter_for` is a dict lookup on the hot path.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import aiohttp
 import orjson
+from django.conf import settings
 
+from config import netguard
 from providers.adapters.anthropic import AnthropicAdapter
 from providers.adapters.base import Adapter
 from providers.adapters.openai_compatible import OpenAICompatibleAdapter
@@ -39,14 +43,26 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def new_session(*, connect_timeout: float, limit: int = 0) -> aiohttp.ClientSession:
+def new_session(
+    *, connect_timeout: float, limit: int = 0, trusted_hosts: Iterable[str] | None = None
+) -> aiohttp.ClientSession:
     """THE upstream session of a process; create it once, at start-up, inside the loop.
 
     `limit` caps open connections (0: no cap; concurrency is bounded by the rate limits, and
     a pool cap would queue requests invisibly instead). `connect_timeout` applies to calls made
     without their own timeout; the adapters' callers pass a full ClientTimeout per attempt.
+
+    Every new connection passes the SSRF guard (config.netguard) unless its host is in
+    `trusted_hosts` (default: SWITCHYARD_UPSTREAM_ALLOWED_HOSTS; the gateway replaces them
+    with the full allow-list per config version, see `trust_hosts`). One pool, guarded per
+    host, rather than a plain and a guarded session: the check runs once per new connection,
+    so a reused one costs nothing, and whichever provider reuses a connection, the host it
+    goes to had the same verdict when it was opened.
     """
-    connector = aiohttp.TCPConnector(
+    if trusted_hosts is None:
+        trusted_hosts = settings.SWITCHYARD_UPSTREAM_ALLOWED_HOSTS
+    connector = netguard.GuardedConnector(
+        trusted_hosts=netguard.parse_hosts(trusted_hosts),
         limit=limit,
         limit_per_host=0,
         ttl_dns_cache=DNS_CACHE_SECONDS,
@@ -66,4 +82,15 @@ def new_session(*, connect_timeout: float, limit: int = 0) -> aiohttp.ClientSess
     )
 
 
-__all__ = ["Adapter", "adapter_for", "new_session"]
+def trusted_hosts(session: aiohttp.ClientSession) -> frozenset[str]:
+    """The hosts `session`'s connections skip the SSRF guard for."""
+    return session.connector.trusted_hosts  # type: ignore[union-attr]
+
+
+def trust_hosts(session: aiohttp.ClientSession, hosts: frozenset[str]) -> None:
+    """Let `session`'s new connections to `hosts` skip the guard. Taking a host off does not
+    close connections already pooled to it: replace the session for that."""
+    session.connector.trusted_hosts = hosts  # type: ignore[union-attr]
+
+
+__all__ = ["Adapter", "adapter_for", "new_session", "trust_hosts", "trusted_hosts"]

@@ -43,6 +43,9 @@ class ErrorKind:
     TIMEOUT = "timeout"
     HTTP = "http"  # the upstream answered with a non-2xx status
     PROTOCOL = "protocol"  # a 2xx we cannot use: truncated or malformed body, HTML, empty
+    # The SSRF guard refused the address (config.netguard): nothing was sent, and nothing
+    # will be until the provider's URL or the allow-list changes.
+    BLOCKED = "blocked"
 
 
 class UpstreamError(Exception):

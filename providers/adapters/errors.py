@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 
 from config.logging import REDACTED, redact
+from config.netguard import DestinationRefused
 from providers.adapters.base import ErrorKind, UpstreamError
 
 # A completion is kilobytes; 16 MB is far past any legitimate answer (a long embeddings batch
@@ -183,6 +184,9 @@ def classify_exception(exc: BaseException, *, reading: bool = False) -> Upstream
     """
     if isinstance(exc, UpstreamError):
         return exc
+    refused = _refusal(exc)
+    if refused is not None:
+        return UpstreamError(ErrorKind.BLOCKED, f"address not allowed: {refused.reason}")
     if isinstance(exc, TimeoutError):  # asyncio's and aiohttp's timeouts are TimeoutErrors
         return UpstreamError(ErrorKind.TIMEOUT, "timed out")
     if reading or isinstance(exc, aiohttp.ClientPayloadError):
@@ -202,6 +206,15 @@ def classify_exception(exc: BaseException, *, reading: bool = False) -> Upstream
     if isinstance(exc, aiohttp.InvalidURL):
         return UpstreamError(ErrorKind.CONNECT, "invalid upstream URL")
     return UpstreamError(ErrorKind.CONNECT, f"client error: {type(exc).__name__}")
+
+
+def _refusal(exc: BaseException) -> DestinationRefused | None:
+    """The guard's refusal behind `exc`: aiohttp wraps what its resolver step raises in a
+    ClientConnectorError (`os_error`)."""
+    for candidate in (exc, getattr(exc, "os_error", None), exc.__cause__):
+        if isinstance(candidate, DestinationRefused):
+            return candidate
+    return None
 
 
 def bad_request(message: str, param: str | None = None) -> UpstreamError:

@@ -136,7 +136,7 @@ def record_attempt(
 def _failure_outcome(exc: UpstreamError) -> int:
     if exc.kind == ErrorKind.TIMEOUT:
         return Outcome.TIMEOUT
-    if exc.kind == ErrorKind.CONNECT:
+    if exc.kind in (ErrorKind.CONNECT, ErrorKind.BLOCKED):
         return Outcome.CONNECT_ERROR
     if exc.status is not None and 400 <= exc.status < 500 and exc.status not in FALLBACK_STATUSES:
         return Outcome.CLIENT_ERROR
@@ -186,7 +186,11 @@ async def on_failure(
     )
     if is_caller_error(exc):
         return
-    if exc.status in KEY_REJECTED:
+    if exc.kind == ErrorKind.BLOCKED:
+        # The SSRF guard refused the address: so it would for every model of this provider,
+        # and it says nothing of the provider's health. Skipped for the rest of the request.
+        rejected_keys.add(ref.id)
+    elif exc.status in KEY_REJECTED:
         rejected_keys.add(ref.id)
         state.spawn(asyncio.to_thread(report_invalid_key, ref.id, call.tenant.id, exc.message))
     else:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from config import netguard
+from providers import upstream_hosts
 from providers.choices import KeyScope
 from routing import selectors
 from routing.choices import DEFAULT_POWER_LEVEL
@@ -154,6 +156,8 @@ class Snapshot:
     # Per (tenant, end user) memo of keys and settings, valid for this snapshot's life.
     _keys_memo: dict[tuple[int, int | None], dict[int, KeyRef]] = field(default_factory=dict)
     _settings_memo: dict[tuple[int, int | None], Settings] = field(default_factory=dict)
+    # Hosts staff allow-listed: the upstream session's connections to them skip the SSRF guard.
+    upstream_hosts: frozenset[str] = frozenset()
 
     def keys_for(self, tenant: TenantInfo, end_user_id: int | None) -> dict[int, KeyRef]:
         """Provider id -> the key to use: end user's own, then tenant's, then platform's."""
@@ -239,10 +243,17 @@ def build_snapshot(version: str) -> Snapshot:
         for u in selectors.platform_configured_end_users()
     }
 
-    providers = {
-        p.pk: ProviderInfo(p.pk, p.slug, p.name, p.kind, p.protocol, p.base_url, dict(p.options))
-        for p in selectors.platform_enabled_providers()
-    }
+    allowed_hosts = upstream_hosts.allowed_hosts()
+    providers = {}
+    for p in selectors.platform_enabled_providers():
+        if p.tenant_id is not None and netguard.host_of(p.base_url) in allowed_hosts:
+            # Its connections would skip the guard (trust is per host, and the pool is
+            # shared): a tenant's endpoint on an allow-listed host is not routed at all.
+            logger.warning("snapshot.tenant_endpoint_on_allowed_host", extra={"provider": p.slug})
+            continue
+        providers[p.pk] = ProviderInfo(
+            p.pk, p.slug, p.name, p.kind, p.protocol, p.base_url, dict(p.options)
+        )
 
     platform_keys: dict[int, KeyRef] = {}
     tenant_keys: dict[int, dict[int, KeyRef]] = {}
@@ -278,4 +289,5 @@ def build_snapshot(version: str) -> Snapshot:
         user_keys=user_keys,
         table=build_table(options, policies),
         models={o.id: o for o in options},
+        upstream_hosts=allowed_hosts,
     )

@@ -9,7 +9,7 @@ import time
 import aiohttp
 from django.conf import settings
 
-from providers.adapters import new_session
+from providers.adapters import new_session, trust_hosts, trusted_hosts
 from routing.gateway.health import ProviderHealth
 from routing.gateway.limits import Limits
 from routing.gateway.snapshot import Snapshot, build_snapshot
@@ -33,6 +33,8 @@ class GatewayState:
         self.limits: Limits | None = None
         self._poller: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+        # Sessions replaced (see _trust_upstream_hosts), each with the task that closes it.
+        self._retired: dict[aiohttp.ClientSession, asyncio.Task] = {}
         self.max_body = settings.SWITCHYARD_MAX_BODY_BYTES
         self.max_attempts = settings.SWITCHYARD_MAX_ATTEMPTS
         self.backoff_seconds = settings.SWITCHYARD_RETRY_BACKOFF_MS / 1000
@@ -71,6 +73,9 @@ class GatewayState:
             await asyncio.wait(self._background, timeout=5)
         if self.sink:
             await self.sink.close()
+        for session, closing in list(self._retired.items()):
+            closing.cancel()
+            await session.close()
         if self.session:
             await self.session.close()
         if self.limits:
@@ -92,9 +97,35 @@ class GatewayState:
 
     async def reload(self, version: str) -> None:
         snapshot = await asyncio.to_thread(_build, version)
+        self._trust_upstream_hosts(snapshot.upstream_hosts)
         self.snapshot = snapshot
         await self.health.refresh(snapshot.providers)
         logger.info("gateway.config_loaded", extra={"version": version})
+
+    def _trust_upstream_hosts(self, hosts: frozenset[str]) -> None:
+        """Let connections to the allow-listed hosts skip the SSRF guard. When a host leaves
+        the list, connections pooled to it skipped the check and would be reused: requests
+        from now on get a new session, and the old one is closed once the requests still on
+        it can have ended (the total timeout)."""
+        current = trusted_hosts(self.session)
+        if hosts == current:
+            return
+        if not current - hosts:
+            trust_hosts(self.session, hosts)
+            return
+        old, self.session = (
+            self.session,
+            new_session(
+                connect_timeout=settings.SWITCHYARD_UPSTREAM_CONNECT_TIMEOUT, trusted_hosts=hosts
+            ),
+        )
+        self._retired[old] = asyncio.get_running_loop().create_task(self._close_later(old))
+        logger.info("gateway.upstream_session_replaced")
+
+    async def _close_later(self, session: aiohttp.ClientSession) -> None:
+        await asyncio.sleep(self.timeout.total or 0)
+        del self._retired[session]
+        await session.close()
 
     async def _poll(self) -> None:
         """Swap the snapshot when the config version moves; refresh cool-downs."""

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -110,6 +111,13 @@ class Command(BaseCommand):
         with transaction.atomic():
             admin = tenant_services.create_user(
                 username=ADMIN_USERNAME, password=password, is_staff=True
+            )
+            # The simulator listens on loopback, which the SSRF guard refuses to providers
+            # unless staff trust the host (for platform providers only).
+            provider_services.allow_upstream_host(
+                host=urlsplit(settings.SWITCHYARD_SIMULATOR_URL).hostname or "",
+                note="The bundled simulator (seed_demo).",
+                actor=admin,
             )
             for spec in PROVIDERS:
                 self._seed_provider(spec, actor=admin)
