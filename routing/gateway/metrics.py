@@ -187,7 +187,9 @@ def attempt_recorded(
 ) -> None:
     """Account for one finished upstream attempt: tokens, cost, TTFT, a fallback into it, and
     (for the request's count) its outcome, which the last attempt decides."""
-    provider = state.snapshot.providers[option.provider_id].slug
+    # .get: a metric must never fail a request, even one that outlived its snapshot.
+    known = state.snapshot.providers.get(option.provider_id)
+    provider = known.slug if known is not None else NO_PROVIDER
     request = _current.get()
     if usage.input_tokens:
         _child(_tokens, TOKENS, (provider, "input")).inc(usage.input_tokens)
