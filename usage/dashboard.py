@@ -1,8 +1,10 @@
 """Reads of the usage dashboard: a tenant's usage from the hourly rollups (usage.rollups).
 
-Charts, tiles and tables come from one grouped query over UsageRollup (by time bucket,
+Charts, tiles and tables come from one grouped query over the rollups (by time bucket,
 provider and model), so a month of a busy tenant costs one range scan of its rollups, never
-a scan of its raw records; its result is cached until the rollup job next runs. The only
+a scan of its raw records; its result is cached until the rollup job next runs. Without an
+end-user or API-key filter that scan reads TenantUsageRollup, which has no end-user and key
+dimensions: a month of a busy tenant is thousands of rows there, not hundreds of thousands. The only
 raw read is the list of recent requests: the newest few records by the (tenant, created_at)
 index, from a lower bound the rollups give.
 """
@@ -19,7 +21,14 @@ from django.core.cache import cache
 from django.db.models import F, QuerySet, Sum
 from django.db.models.functions import Trunc
 
-from usage.models import LATENCY_BUCKETS_MS, UsageRecord, UsageRollup, UsageRollupState
+from usage.models import (
+    LATENCY_BUCKETS_MS,
+    HourlyUsage,
+    TenantUsageRollup,
+    UsageRecord,
+    UsageRollup,
+    UsageRollupState,
+)
 from usage.periods import period_bounds
 
 HOUR = timedelta(hours=1)
@@ -310,8 +319,13 @@ def _label(names: Mapping[int, str], pk: int | None) -> str:
     return names.get(pk, f"#{pk}")
 
 
-def rollups_in(*, tenant_id: int, window: Window, scope: Scope) -> QuerySet[UsageRollup]:
-    """The tenant's rollups of the window, narrowed to the scope's end user and API key."""
+def rollups_in(*, tenant_id: int, window: Window, scope: Scope) -> QuerySet[HourlyUsage]:
+    """The tenant's rollups of the window, narrowed to the scope's end user and API key:
+    the tenant rollup when neither narrows it (same columns, a fraction of the rows)."""
+    if scope.end_user_id is None and scope.api_key_id is None:
+        return TenantUsageRollup.objects.filter(
+            tenant_id=tenant_id, hour__gte=window.start, hour__lt=window.end
+        )
     rollups = UsageRollup.objects.filter(
         tenant_id=tenant_id, hour__gte=window.start, hour__lt=window.end
     )
@@ -410,7 +424,7 @@ def has_usage(*, tenant_id: int) -> bool:
     """Whether the tenant ever sent a request (an index probe; retention keeps rollups)."""
     return (
         UsageRecord.objects.filter(tenant_id=tenant_id).exists()
-        or UsageRollup.objects.filter(tenant_id=tenant_id).exists()
+        or TenantUsageRollup.objects.filter(tenant_id=tenant_id).exists()
     )
 
 

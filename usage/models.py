@@ -205,39 +205,20 @@ class Alert(models.Model):
 LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000)
 
 
-class UsageRollup(models.Model):
-    """An hour of a tenant's usage per end user, API key, provider and model (dashboards).
+class HourlyUsage(models.Model):
+    """What both hourly rollups hold: an hour of a tenant's usage per provider and model.
 
     Like a usage report, `requests` counts successful attempts and `errors` every other
     outcome (requests + errors = attempts); tokens, cost and latency cover every attempt. The
     latency buckets are not cumulative: an attempt counts in the one bucket whose range
     (previous bound, bound] holds its latency, so buckets add up in SQL like any column.
-    Recomputed from raw records (usage.rollups), never incremented.
     """
 
     hour = models.DateTimeField(help_text="Start of the UTC hour.")
     # No database constraints and no single-column indexes, as on UsageRecord: the unique
-    # index below leads with (tenant, hour), which is how every reader filters.
+    # index of each rollup leads with (tenant, hour), which is how every reader filters.
     tenant = models.ForeignKey(
         Tenant, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
-    )
-    end_user = models.ForeignKey(
-        EndUser,
-        on_delete=models.DO_NOTHING,
-        db_constraint=False,
-        db_index=False,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
-    api_key = models.ForeignKey(
-        TenantAPIKey,
-        on_delete=models.DO_NOTHING,
-        db_constraint=False,
-        db_index=False,
-        null=True,
-        blank=True,
-        related_name="+",
     )
     provider_id = models.IntegerField(null=True, blank=True)
     model_id = models.IntegerField(null=True, blank=True, help_text="Catalog model id.")
@@ -260,6 +241,43 @@ class UsageRollup(models.Model):
     latency_gt_10000 = models.PositiveIntegerField(default=0, help_text="Attempts > 10000 ms.")
 
     class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.hour:%Y-%m-%d %H}:00"
+
+    @property
+    def attempts(self) -> int:
+        return self.requests + self.errors
+
+
+class UsageRollup(HourlyUsage):
+    """An hour of a tenant's usage per end user, API key, provider and model (dashboards).
+
+    Recomputed from raw records (usage.rollups); only an hour whose raw records retention
+    has deleted is added to, once per late record.
+    """
+
+    end_user = models.ForeignKey(
+        EndUser,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    api_key = models.ForeignKey(
+        TenantAPIKey,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
         constraints = [
             # NULL means "none" (no end user, no key, the attempt never reached a provider).
             # COALESCE makes those groups unique too, on PostgreSQL and on SQLite alike
@@ -274,14 +292,34 @@ class UsageRollup(models.Model):
                 name="%(app_label)s_%(class)s_one_row_per_group",
             )
         ]
-        indexes = [models.Index(fields=["hour"], name="usage_rollup_hour")]
+        indexes = [
+            models.Index(fields=["hour"], name="usage_rollup_hour"),
+            # One end user's or one key's hours without reading the rest of the tenant's (a
+            # member's dashboard, an end user's spend): (tenant, hour) would read them all.
+            models.Index(fields=["tenant", "end_user", "hour"], name="usage_rollup_user_hour"),
+            models.Index(fields=["tenant", "api_key", "hour"], name="usage_rollup_key_hour"),
+        ]
 
-    def __str__(self) -> str:
-        return f"{self.tenant_id} {self.hour:%Y-%m-%d %H}:00"
 
-    @property
-    def attempts(self) -> int:
-        return self.requests + self.errors
+class TenantUsageRollup(HourlyUsage):
+    """An hour of a tenant's usage per provider and model: its UsageRollup rows summed over
+    end users and API keys.
+
+    What a whole-tenant dashboard reads: a busy tenant has hundreds of end users an hour, so
+    this holds a few hundredth of UsageRollup's rows. Always recomputed from UsageRollup in
+    the transaction that changed it (usage.rollups), so the two agree.
+    """
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                "tenant",
+                "hour",
+                Coalesce("provider_id", 0, output_field=models.IntegerField()),
+                Coalesce("model_id", 0, output_field=models.IntegerField()),
+                name="%(app_label)s_%(class)s_one_row_per_group",
+            )
+        ]
 
 
 class UsageRollupState(models.Model):

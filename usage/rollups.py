@@ -4,6 +4,12 @@ A rollup row is never incremented: the rows of a (tenant, hour) are deleted and 
 again from the raw records with one INSERT ... SELECT, in the transaction that holds the
 rollup state's row lock. Running anything here twice therefore leaves the same rows.
 
+Two rollups: UsageRollup per end user, API key, provider and model, and TenantUsageRollup
+per provider and model only (whole-tenant dashboards read it: a few hundredth of the rows).
+The tenant rollup is never computed from raw records: every change to a tenant's hours of
+UsageRollup is followed, in the same transaction, by summing those hours into it again, so
+the two always agree.
+
 Which hours to recompute is found by record id, not by time: ids only grow, so the records
 written since the last run (a late batch for an old hour included) are those above the last
 id seen. Every id range is scanned twice, at least ROLLUP_SETTLE_SECONDS apart: an id can
@@ -23,13 +29,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Trunc
 
 from tenants.models import Tenant
 from usage.choices import Outcome
-from usage.models import LATENCY_BUCKETS_MS, UsageRecord, UsageRollup, UsageRollupState
+from usage.models import (
+    LATENCY_BUCKETS_MS,
+    TenantUsageRollup,
+    UsageRecord,
+    UsageRollup,
+    UsageRollupState,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +64,7 @@ RETENTION_BATCH_SIZE = 5000
 RETENTION_MAX_SECONDS = 180
 
 GROUP_COLUMNS = ("hour", "tenant_id", "end_user_id", "api_key_id", "provider_id", "model_id")
+TENANT_GROUP_COLUMNS = ("hour", "tenant_id", "provider_id", "model_id")
 
 
 def _latency_buckets() -> dict[str, Q]:
@@ -113,16 +126,29 @@ def _locked_state() -> UsageRollupState:
 
 def hourly_aggregates(records: QuerySet[UsageRecord]) -> QuerySet:
     """`records` summed per hour and group, in GROUP_COLUMNS + AGGREGATES order."""
-    queryset = (
+    return (
         records.annotate(hour=Trunc("created_at", "hour", tzinfo=UTC))
         .values(*GROUP_COLUMNS)
         .annotate(**{f"sum_{column}": aggregate for column, aggregate in AGGREGATES.items()})
         .order_by()
     )
-    expected = [*GROUP_COLUMNS, *(f"sum_{column}" for column in AGGREGATES)]
+
+
+def _insert_select(
+    model: type[models.Model], queryset: QuerySet, group_columns: Sequence[str]
+) -> None:
+    """INSERT INTO `model`'s table the rows of `queryset`, which selects `group_columns` and
+    then `sum_<column>` of every AGGREGATES column. One statement: the sums never travel to
+    Python and back. Names are ours; values are parameters."""
+    expected = [*group_columns, *(f"sum_{column}" for column in AGGREGATES)]
     if list(queryset.query.selected or ()) != expected:  # the INSERT relies on this order
         raise RuntimeError(f"Unexpected rollup column order: {queryset.query.selected}")
-    return queryset
+    select_sql, params = queryset.query.sql_with_params()
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(column) for column in (*group_columns, *AGGREGATES))
+    insert_sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) {select_sql}"
+    with connection.cursor() as cursor:
+        cursor.execute(insert_sql, params)
 
 
 def _rebuild_range(tenant_id: int, start: datetime, end: datetime) -> None:
@@ -134,15 +160,26 @@ def _rebuild_range(tenant_id: int, start: datetime, end: datetime) -> None:
     records = UsageRecord.objects.filter(
         tenant_id=tenant_id, created_at__gte=start, created_at__lt=end
     )
-    select_sql, params = hourly_aggregates(records).query.sql_with_params()
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(c) for c in (*GROUP_COLUMNS, *AGGREGATES))
-    table = quote(UsageRollup._meta.db_table)
-    # One statement: the sums never travel to Python and back. Names are ours; values are
-    # parameters.
-    insert_sql = f"INSERT INTO {table} ({columns}) {select_sql}"
-    with connection.cursor() as cursor:
-        cursor.execute(insert_sql, params)
+    _insert_select(UsageRollup, hourly_aggregates(records), GROUP_COLUMNS)
+    _sum_tenant_rollups(tenant_id, start, end)
+
+
+def _sum_tenant_rollups(tenant_id: int, start: datetime, end: datetime) -> None:
+    """Replace the tenant's TenantUsageRollup rows of hours [start, end) with the sums of its
+    UsageRollup rows there (over end users and API keys).
+
+    Call after any change to those UsageRollup rows, in the same transaction. Summing the
+    rollups rather than the raw records reads a fraction of the rows, and works for final
+    hours too, whose raw records are gone.
+    """
+    TenantUsageRollup.objects.filter(tenant_id=tenant_id, hour__gte=start, hour__lt=end).delete()
+    sums = (
+        UsageRollup.objects.filter(tenant_id=tenant_id, hour__gte=start, hour__lt=end)
+        .values(*TENANT_GROUP_COLUMNS)
+        .annotate(**{f"sum_{column}": Sum(column) for column in AGGREGATES})
+        .order_by()
+    )
+    _insert_select(TenantUsageRollup, sums, TENANT_GROUP_COLUMNS)
 
 
 def _hour_ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
@@ -193,6 +230,7 @@ def _add_to_final_hours(keys: Iterable[tuple[int, datetime]], first_id: int, las
                 )
                 if not updated:
                     UsageRollup.objects.create(**group, **sums)
+            _sum_tenant_rollups(tenant_id, start, end)
             logger.info("usage.late_records_rolled_up", extra={"tenant_id": tenant_id})
 
 
@@ -374,13 +412,13 @@ def _rolled_up_tenant_ids() -> Iterator[int]:
     """Every tenant id with rollups, deleted tenants' included (their records stay behind).
 
     Every record up to the settled id was rolled up, so these are the tenants that can have
-    records to delete. One probe of the (tenant, hour, ...) index per tenant, not a scan of
-    the rollups: PostgreSQL has no skip scan, so the loop does it.
+    records to delete. One probe of the (tenant, hour, ...) index of the smaller, tenant
+    rollup per tenant, not a scan: PostgreSQL has no skip scan, so the loop does it.
     """
     last = 0
     while True:
         tenant_id = (
-            UsageRollup.objects.filter(tenant_id__gt=last)
+            TenantUsageRollup.objects.filter(tenant_id__gt=last)
             .order_by("tenant_id")
             .values_list("tenant_id", flat=True)
             .first()

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import redis
 from django.apps import apps
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    BigIntegerField,
+    Count,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import TruncDate
 
 from tenants.models import EndUser, Tenant, TenantAPIKey
@@ -21,6 +31,7 @@ from usage.limiter import from_units
 from usage.models import (
     CreditLedgerEntry,
     SpendingCap,
+    TenantUsageRollup,
     UsageRecord,
     UsageRollup,
     UsageRollupState,
@@ -441,14 +452,21 @@ def limit_status(
             entries.append(_rate_entry(name, unit, period, limit, values[index], now_ms))
 
     reset_seconds = math.ceil((end - now).total_seconds())
-    for index, (_kind, _who, cap, external_id) in enumerate(caps):
-        counter = values[len(rates) + index] if values is not None else None
+    counters_read = values[len(rates) :] if values is not None else [None] * len(caps)
+    recorded = None  # read once, and only when a counter is missing
+    for (_kind, _who, cap, external_id), counter in zip(caps, counters_read, strict=True):
         if counter is not None:
             spent = from_units(int(counter))
         else:
-            spent = spent_between(
-                tenant_id=tenant.pk, start=start, end=end, end_user_external_id=external_id
-            )
+            if recorded is None:
+                users = [end_user.pk] if end_user is not None else []
+                recorded = period_spend(
+                    tenant_id=tenant.pk, start=start, end=end, end_user_ids=users
+                )
+            if external_id is None:
+                spent = recorded.total_usd
+            else:
+                spent = recorded.by_end_user.get(end_user.pk, Decimal(0))
         entries.append(
             {
                 "kind": "spending_cap",
@@ -511,34 +529,65 @@ class PeriodSpend:
     by_end_user: dict[int, Decimal]
 
 
-def period_spend(*, tenant_id: int, start: datetime, end: datetime) -> PeriodSpend:
-    """The tenant's recorded cost in [start, end) (whole hours), in total and per end user.
+# The parts of period_spend's one query, told apart by a constant column.
+_TENANT_ROLLUP, _USER_ROLLUPS, _RECORDS = 0, 1, 2
 
-    Hours the rollup job has completed are read from rollups and only the rest from raw
-    records, so a check every few minutes does not re-read the month's records. Two queries.
+
+def _cost_by(queryset: QuerySet, part: int, column: str | None) -> QuerySet:
+    """(part, `column` or NULL, cost) rows of `queryset` summed per `column`."""
+    who = F(column) if column else Value(None, output_field=BigIntegerField())
+    return (
+        queryset.annotate(part=Value(part), who=who)
+        .values("part", "who")
+        .annotate(total=Sum("cost_usd"))
+        .order_by()
+        .values_list("part", "who", "total")
+    )
+
+
+def period_spend(
+    *,
+    tenant_id: int,
+    start: datetime,
+    end: datetime,
+    end_user_ids: Collection[int] | None = None,
+) -> PeriodSpend:
+    """The tenant's recorded cost in [start, end) (whole hours), in total and per end user:
+    every end user, or only those of `end_user_ids` (none: the total only).
+
+    Hours the rollup job has completed are read from rollups (the total from the tenant
+    rollup, an end user's by the (tenant, end user, hour) index) and only the rest from raw
+    records, so neither a check every few minutes nor a page re-reads the month's records. A
+    record written late for a completed hour counts from the next rollup run. Two queries:
+    the rollup state, whose literal hour the planner needs to choose its indexes, then the
+    parts in one UNION ALL.
     """
     complete_before = UsageRollupState.objects.values_list("complete_before", flat=True).first()
     split = min(max(complete_before or start, start), end)
     parts = []
     if split > start:
-        parts.append(
-            UsageRollup.objects.filter(tenant_id=tenant_id, hour__gte=start, hour__lt=split)
-        )
+        hours = {"tenant_id": tenant_id, "hour__gte": start, "hour__lt": split}
+        parts.append(_cost_by(TenantUsageRollup.objects.filter(**hours), _TENANT_ROLLUP, None))
+        if end_user_ids is None or end_user_ids:
+            users = UsageRollup.objects.filter(**hours)
+            if end_user_ids is not None:
+                users = users.filter(end_user_id__in=end_user_ids)
+            parts.append(_cost_by(users, _USER_ROLLUPS, "end_user_id"))
     if end > split:
-        parts.append(
-            UsageRecord.objects.filter(
-                tenant_id=tenant_id, created_at__gte=split, created_at__lt=end
-            )
+        records = UsageRecord.objects.filter(
+            tenant_id=tenant_id, created_at__gte=split, created_at__lt=end
         )
-    by_end_user: dict[int | None, Decimal] = {}
-    for rows in parts:
-        grouped = rows.values("end_user_id").annotate(total=Sum("cost_usd")).order_by()
-        for end_user_id, total in grouped.values_list("end_user_id", "total"):
-            by_end_user[end_user_id] = by_end_user.get(end_user_id, Decimal(0)) + (total or 0)
-    return PeriodSpend(
-        total_usd=sum(by_end_user.values(), Decimal(0)),
-        by_end_user={pk: spent for pk, spent in by_end_user.items() if pk is not None},
-    )
+        parts.append(_cost_by(records, _RECORDS, "end_user_id"))
+    total = Decimal(0)
+    by_end_user: dict[int, Decimal] = {}
+    for part, end_user_id, cost in parts[0].union(*parts[1:], all=True) if parts else ():
+        cost = cost or Decimal(0)
+        if part != _USER_ROLLUPS:
+            total += cost
+        wanted = end_user_ids is None or end_user_id in end_user_ids  # raw rows: every user
+        if part != _TENANT_ROLLUP and end_user_id is not None and wanted:
+            by_end_user[end_user_id] = by_end_user.get(end_user_id, Decimal(0)) + cost
+    return PeriodSpend(total_usd=total, by_end_user=by_end_user)
 
 
 # --- Spending page ------------------------------------------------------------------------
@@ -598,7 +647,9 @@ def end_user_cap_spend(
         else:
             spent[user.pk] = quantize_usd(from_units(int(value)))
     if missing:
-        recorded = period_spend(tenant_id=tenant.pk, start=start, end=end).by_end_user
+        recorded = period_spend(
+            tenant_id=tenant.pk, start=start, end=end, end_user_ids=missing
+        ).by_end_user
         for pk in missing:
             spent[pk] = quantize_usd(recorded.get(pk, Decimal(0)))
     return spent

@@ -36,6 +36,7 @@ RUNS = 5
 PROVIDERS = ("OpenAI", "Anthropic", "Groq", "OpenRouter")
 MODELS_PER_PROVIDER = 3
 API_KEYS = 6
+ROLLUP_TABLES = ("usage_usagerollup", "usage_tenantusagerollup")
 
 
 def out(line: str) -> None:
@@ -219,7 +220,6 @@ def generate(world: dict, *, records: int, days: int) -> float:
 
 
 def roll_up() -> float:
-    from django.db import connection
     from django.utils import timezone
 
     from usage.rollups import roll_up_usage
@@ -228,9 +228,17 @@ def roll_up() -> float:
     run = roll_up_usage(now=timezone.now(), max_seconds=3600)
     if not run.caught_up:
         sys.exit("The rollup did not catch up.")
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE usage_usagerollup")
+    analyze()
     return time.perf_counter() - started
+
+
+def analyze() -> None:
+    """Fresh planner statistics, as autovacuum keeps them on a live database."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for table in ROLLUP_TABLES:
+            cursor.execute(f"ANALYZE {table}")
 
 
 def sizes() -> dict[str, str]:
@@ -239,7 +247,8 @@ def sizes() -> dict[str, str]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT relname, n_live_tup, pg_size_pretty(pg_total_relation_size(relid)) "
-            "FROM pg_stat_user_tables WHERE relname IN ('usage_usagerecord', 'usage_usagerollup')"
+            "FROM pg_stat_user_tables WHERE relname = ANY(%s) ORDER BY relname DESC",
+            [["usage_usagerecord", *ROLLUP_TABLES]],
         )
         return {name: f"{rows:,} rows, {size}" for name, rows, size in cursor.fetchall()}
 
@@ -402,6 +411,7 @@ def main() -> None:
         notes.append(f"rolled up in {seconds:.0f} s")
         make_caps(world)
     else:
+        analyze()  # a migration may just have filled a table
         notes.append("reused the existing records and rollups")
     for table, text in sizes().items():
         notes.append(f"{table}: {text}")

@@ -1,4 +1,5 @@
-"""Hourly rollups equal the raw records' sums, whatever the order records arrive in."""
+"""Hourly rollups equal the raw records' sums, whatever the order records arrive in; the
+tenant rollup always equals UsageRollup summed over end users and API keys."""
 
 from __future__ import annotations
 
@@ -10,12 +11,31 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.core.management import call_command
+from django.core.management.color import no_style
+from django.db import connection
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from tests.factories import EndUserFactory, TenantAPIKeyFactory
 from usage import selectors
 from usage.choices import Outcome
-from usage.models import LATENCY_BUCKETS_MS, UsageRecord, UsageRollup, UsageRollupState
-from usage.rollups import AGGREGATES, GROUP_COLUMNS, rebuild_rollups, roll_up_usage
+from usage.models import (
+    LATENCY_BUCKETS_MS,
+    TenantUsageRollup,
+    UsageRecord,
+    UsageRollup,
+    UsageRollupState,
+)
+from usage.rollups import (
+    AGGREGATES,
+    GROUP_COLUMNS,
+    ROLLUP_SETTLE_SECONDS,
+    TENANT_GROUP_COLUMNS,
+    apply_usage_retention,
+    rebuild_rollups,
+    roll_up_usage,
+)
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
 # Latencies on both sides of every bucket bound.
@@ -53,8 +73,13 @@ def _bucket(latency_ms: int) -> str:
 
 def raw_groups(**filters) -> dict[tuple, dict]:
     """The rollups as they should be, summed in Python from the raw records."""
+    return sum_records(UsageRecord.objects.filter(**filters))
+
+
+def sum_records(records) -> dict[tuple, dict]:
+    """UsageRollup's rows as they should be for `records`: sums by GROUP_COLUMNS."""
     groups: dict[tuple, dict] = defaultdict(lambda: dict.fromkeys(AGGREGATES, 0))
-    for r in UsageRecord.objects.filter(**filters):
+    for r in records:
         hour = r.created_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         sums = groups[(hour, r.tenant_id, r.end_user_id, r.api_key_id, r.provider_id, r.model_id)]
         sums["requests" if r.outcome == Outcome.SUCCESS else "errors"] += 1
@@ -72,6 +97,37 @@ def rollup_groups(**filters) -> dict[tuple, dict]:
     groups = {tuple(row[c] for c in GROUP_COLUMNS): {c: row[c] for c in AGGREGATES} for row in rows}
     assert len(groups) == len(rows), "two rollup rows for one group"
     return groups
+
+
+TENANT_KEY = [GROUP_COLUMNS.index(column) for column in TENANT_GROUP_COLUMNS]
+
+
+def per_tenant(groups: dict[tuple, dict]) -> dict[tuple, dict]:
+    """UsageRollup-shaped groups summed over end users and API keys: what the tenant rollup
+    should hold."""
+    summed: dict[tuple, dict] = defaultdict(lambda: dict.fromkeys(AGGREGATES, 0))
+    for key, sums in groups.items():
+        into = summed[tuple(key[i] for i in TENANT_KEY)]
+        for column, value in sums.items():
+            into[column] += value
+    return dict(summed)
+
+
+def tenant_rollup_groups(**filters) -> dict[tuple, dict]:
+    rows = list(
+        TenantUsageRollup.objects.filter(**filters).values(*TENANT_GROUP_COLUMNS, *AGGREGATES)
+    )
+    groups = {
+        tuple(row[c] for c in TENANT_GROUP_COLUMNS): {c: row[c] for c in AGGREGATES} for row in rows
+    }
+    assert len(groups) == len(rows), "two tenant rollup rows for one group"
+    return groups
+
+
+def assert_rollups_hold(expected: dict[tuple, dict]) -> None:
+    """Both rollups hold exactly `expected` (UsageRollup-shaped sums), nothing else."""
+    assert rollup_groups() == expected
+    assert tenant_rollup_groups() == per_tenant(expected)
 
 
 def a_day_of_traffic(tenant, other_tenant):
@@ -104,7 +160,7 @@ def test_rollups_equal_the_raw_sums_of_every_group(tenant, other_tenant):
     assert run.caught_up
     expected = raw_groups()
     assert len(expected) == 3 * 4 + 1
-    assert rollup_groups() == expected
+    assert_rollups_hold(expected)
     for sums in rollup_groups().values():
         buckets = sum(v for k, v in sums.items() if k.startswith(("latency_le_", "latency_gt_")))
         assert buckets == sums["requests"] + sums["errors"]
@@ -127,7 +183,7 @@ def test_late_records_for_a_rolled_up_hour_are_added_by_the_next_run(tenant, oth
     make_records(tenant, at=old_hour + timedelta(minutes=51), count=3, provider_id=3)
     roll_up_usage(now=NOW + timedelta(seconds=5))
 
-    assert rollup_groups() == raw_groups()
+    assert_rollups_hold(raw_groups())
 
 
 def test_running_twice_leaves_the_same_rows(tenant, other_tenant):
@@ -138,7 +194,7 @@ def test_running_twice_leaves_the_same_rows(tenant, other_tenant):
     roll_up_usage(now=NOW + timedelta(minutes=2))  # the second scan of every id
     roll_up_usage(now=NOW + timedelta(minutes=2))
 
-    assert rollup_groups() == first
+    assert_rollups_hold(first)
     state = UsageRollupState.objects.get()
     assert (
         state.settled_through_id == state.scanned_through_id == UsageRecord.objects.latest("pk").pk
@@ -170,18 +226,19 @@ def test_small_batches_give_the_same_rollups(tenant, other_tenant):
 
     roll_up_usage(now=NOW, batch_size=7)
 
-    assert rollup_groups() == raw_groups()
+    assert_rollups_hold(raw_groups())
 
 
 def test_the_backfill_command_recomputes_a_range(tenant, other_tenant):
     a_day_of_traffic(tenant, other_tenant)
     roll_up_usage(now=NOW)
     UsageRollup.objects.filter(tenant=tenant).update(requests=0, cost_usd=0)  # damaged
+    TenantUsageRollup.objects.filter(tenant=tenant).update(errors=0)
 
     call_command("rollup_usage", "--since", f"{NOW - timedelta(days=1):%Y-%m-%d}")
     call_command("rollup_usage", "--since", f"{NOW - timedelta(days=1):%Y-%m-%d}")
 
-    assert rollup_groups() == raw_groups()
+    assert_rollups_hold(raw_groups())
 
 
 def test_the_backfill_can_be_limited_to_tenants(tenant, other_tenant):
@@ -189,7 +246,7 @@ def test_the_backfill_can_be_limited_to_tenants(tenant, other_tenant):
 
     rebuild_rollups(start=NOW - timedelta(days=1), end=NOW, tenant_ids=[other_tenant.pk])
 
-    assert rollup_groups() == raw_groups(tenant=other_tenant)
+    assert_rollups_hold(raw_groups(tenant=other_tenant))
 
 
 def test_period_spend_reads_rollups_then_records_and_equals_the_raw_sum(tenant, other_tenant):
@@ -207,3 +264,116 @@ def test_period_spend_reads_rollups_then_records_and_equals_the_raw_sum(tenant, 
         for user in (alice, bob)
     }
     assert UsageRollupState.objects.get().complete_before == NOW.replace(minute=0)
+
+
+def test_period_spend_of_some_end_users_reads_their_rollups_then_records(tenant, other_tenant):
+    alice, bob = a_day_of_traffic(tenant, other_tenant)
+    roll_up_usage(now=NOW)
+    make_records(tenant, at=NOW, count=3, end_user=bob)  # after the rollup: raw records
+    start = NOW.replace(hour=0, minute=0)
+    end = start + timedelta(days=1)
+    records = list(UsageRecord.objects.filter(tenant=tenant))
+    total = sum(r.cost_usd for r in records)
+
+    def spent_by(user) -> Decimal:
+        return sum((r.cost_usd for r in records if r.end_user_id == user.pk), Decimal(0))
+
+    for users, expected in [
+        ([], {}),
+        ([bob.pk], {bob.pk: spent_by(bob)}),
+        ([alice.pk, bob.pk], {alice.pk: spent_by(alice), bob.pk: spent_by(bob)}),
+    ]:
+        spend = selectors.period_spend(
+            tenant_id=tenant.pk, start=start, end=end, end_user_ids=users
+        )
+        assert (spend.total_usd, spend.by_end_user) == (total, expected)
+    assert spent_by(alice) > 0
+    assert spent_by(bob) > 0
+
+    recent = selectors.period_spend(tenant_id=tenant.pk, start=NOW, end=end)
+    assert recent.total_usd == sum(r.cost_usd for r in records if r.created_at >= NOW) > 0
+
+
+# --- both rollups agree with every record ever written, whatever happens (hypothesis) --------
+
+HOURS_BACK = 60  # records land in the 60 hours before the moment they are written
+RETENTION_DAYS = 1  # so retention deletes some of those hours and makes them final
+
+batches = st.fixed_dictionaries(
+    {
+        "hours_back": st.integers(0, HOURS_BACK),
+        "minute": st.integers(0, 59),
+        "count": st.integers(1, 4),
+        "tenant": st.sampled_from(["tenant", "other"]),
+        "end_user": st.sampled_from([None, "alice", "bob"]),
+        "api_key": st.booleans(),
+        "route": st.sampled_from([(None, None), (1, 11), (1, 12), (2, 21)]),
+        "offset": st.integers(0, len(LATENCIES) - 1),
+    }
+)
+# What happens next: a batch of records, the rollup job after a while (sometimes too soon
+# for the second scan), or retention.
+steps = st.one_of(
+    st.tuples(st.just("write"), batches),
+    st.tuples(st.just("roll up"), st.integers(1, 2 * ROLLUP_SETTLE_SECONDS)),
+    st.tuples(st.just("retention"), st.integers(1, 2 * ROLLUP_SETTLE_SECONDS)),
+)
+
+
+@hypothesis_settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(steps, min_size=1, max_size=14))
+def test_both_rollups_always_equal_the_records_written(tenant, other_tenant, settings, history):
+    settings.SWITCHYARD_USAGE_RETENTION_DAYS = RETENTION_DAYS
+    # One database transaction serves every example: start each from nothing, record ids
+    # from 1 again (the job walks ids from the last one it saw).
+    for model in (UsageRecord, UsageRollup, TenantUsageRollup, UsageRollupState):
+        model.objects.all().delete()
+    with connection.cursor() as cursor:
+        for sql in connection.ops.sequence_reset_sql(no_style(), [UsageRecord]):
+            cursor.execute(sql)
+    people = {
+        "alice": EndUserFactory(tenant=tenant),
+        "bob": EndUserFactory(tenant=tenant),
+        None: None,
+    }
+    key = TenantAPIKeyFactory(tenant=tenant)
+    written: list[UsageRecord] = []  # every record, also those retention deletes
+    now = NOW
+    for action, detail in history:
+        if action == "write":
+            batch = detail
+            owner = tenant if batch["tenant"] == "tenant" else other_tenant
+            provider_id, model_id = batch["route"]
+            hour = now.replace(minute=0, second=0, microsecond=0)
+            at = hour - timedelta(hours=batch["hours_back"], minutes=-batch["minute"])
+            records = make_records(
+                owner,
+                at=min(at, now),
+                count=batch["count"],
+                end_user=people[batch["end_user"]] if owner == tenant else None,
+                api_key=key if batch["api_key"] and owner == tenant else None,
+                provider_id=provider_id,
+                model_id=model_id,
+            )
+            # make_records cycles latencies from the start: shift some batches along
+            for record in records[: batch["offset"] % len(records)]:
+                record.latency_ms += 150
+                record.save(update_fields=["latency_ms"])
+            written += records
+            now += timedelta(seconds=batch["count"])
+        elif action == "roll up":
+            now += timedelta(seconds=detail)
+            roll_up_usage(now=now, batch_size=5)
+        else:
+            now += timedelta(seconds=detail)
+            apply_usage_retention(now=now, batch_size=3)
+
+    # The job catches up: every id scanned twice, a while apart.
+    roll_up_usage(now=now + timedelta(seconds=1))
+    roll_up_usage(now=now + timedelta(seconds=ROLLUP_SETTLE_SECONDS + 2))
+
+    assert_rollups_hold(sum_records(written))
