@@ -30,6 +30,7 @@ from usage.models import (
     Alert,
     CreditLedgerEntry,
     SpendingCap,
+    TenantUsageRollup,
     UsageRecord,
     UsageRollup,
     UsageRollupState,
@@ -392,8 +393,34 @@ class HasErrorsFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RollupAdmin(ProviderModelNamesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """What both hourly rollups' admins share: read-only, newest hour first, estimated counts."""
+
+    list_filter = [HasErrorsFilter]
+    date_hierarchy = "hour"
+    ordering = ["-hour"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    readonly_fields = ["provider_name", "model_name", "avg_latency_ms"]
+
+    @admin.display(description="avg latency (ms)")
+    def avg_latency_ms(self, obj: UsageRollup | TenantUsageRollup) -> int | None:
+        return round(obj.latency_total_ms / obj.attempts) if obj.attempts else None
+
+
+MEASURE_COLUMNS = [
+    "requests",
+    "errors",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "cost_usd",
+    "avg_latency_ms",
+]
+
+
 @admin.register(UsageRollup)
-class UsageRollupAdmin(ProviderModelNamesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class UsageRollupAdmin(RollupAdmin):
     """Hour by hour: what did each tenant spend, with which provider and model, how fast?
 
     Computed from the raw records by the hourly rollup job; kept after retention deletes them.
@@ -406,26 +433,30 @@ class UsageRollupAdmin(ProviderModelNamesMixin, ReadOnlyAdminMixin, admin.ModelA
         "api_key",
         "provider_name",
         "model_name",
-        "requests",
-        "errors",
-        "input_tokens",
-        "cached_tokens",
-        "output_tokens",
-        "cost_usd",
-        "avg_latency_ms",
+        *MEASURE_COLUMNS,
     ]
-    list_filter = [HasErrorsFilter]
     list_select_related = ["tenant", "end_user", "api_key"]
     search_fields = ["=tenant__slug", "=end_user__external_id"]
-    date_hierarchy = "hour"
-    ordering = ["-hour"]
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
-    readonly_fields = ["provider_name", "model_name", "avg_latency_ms"]
+    # Who first, then what (the measures come first in the model's field order).
+    fields = [
+        "hour",
+        "tenant",
+        "end_user",
+        "api_key",
+        *(f.name for f in UsageRollup._meta.fields if f.name not in ("id", "hour", "tenant")),
+    ]
 
-    @admin.display(description="avg latency (ms)")
-    def avg_latency_ms(self, obj: UsageRollup) -> int | None:
-        return round(obj.latency_total_ms / obj.attempts) if obj.attempts else None
+
+@admin.register(TenantUsageRollup)
+class TenantUsageRollupAdmin(RollupAdmin):
+    """Hour by hour, per tenant, provider and model: the rollup whole-tenant dashboards read.
+
+    The per-end-user rollup summed over end users and API keys, recomputed with it.
+    """
+
+    list_display = ["hour", "tenant_link", "provider_name", "model_name", *MEASURE_COLUMNS]
+    list_select_related = ["tenant"]
+    search_fields = ["=tenant__slug"]
 
 
 @admin.register(UsageRollupState)

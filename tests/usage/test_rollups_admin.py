@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from tests.factories import AlertFactory, CatalogModelFactory, EndUserFactory, ProviderFactory
 from tests.usage.test_rollups import make_records
-from usage.models import UsageRollup
+from usage.models import TenantUsageRollup, UsageRollup
 from usage.rollups import roll_up_usage
 
 
@@ -20,33 +20,42 @@ def staff_client(client, staff_user):
     return client
 
 
+@pytest.mark.parametrize(
+    ("model", "rows"), [(UsageRollup, 3 * 2), (TenantUsageRollup, 3)], ids=["per user", "tenant"]
+)
 def test_the_rollup_list_names_providers_and_models_and_is_read_only(
-    staff_client, tenant, django_assert_max_num_queries
+    staff_client, tenant, model, rows, django_assert_max_num_queries
 ):
-    model = CatalogModelFactory(provider=ProviderFactory(name="Acme Upstream"), name="acme-large")
+    catalog_model = CatalogModelFactory(
+        provider=ProviderFactory(name="Acme Upstream"), name="acme-large"
+    )
     for hour in range(3):
-        make_records(
-            tenant,
-            at=timezone.now() - timedelta(hours=hour),
-            count=3,
-            end_user=EndUserFactory(tenant=tenant),
-            provider_id=model.provider_id,
-            model_id=model.pk,
-        )
+        for _ in range(2):
+            make_records(
+                tenant,
+                at=timezone.now() - timedelta(hours=hour),
+                count=3,
+                end_user=EndUserFactory(tenant=tenant),
+                provider_id=catalog_model.provider_id,
+                model_id=catalog_model.pk,
+            )
     roll_up_usage(now=timezone.now())
-    assert UsageRollup.objects.count() == 3
+    assert model.objects.count() == rows
+    admin_name = f"admin:usage_{model._meta.model_name}"
 
     with django_assert_max_num_queries(10):
-        response = staff_client.get(reverse("admin:usage_usagerollup_changelist"))
+        response = staff_client.get(reverse(f"{admin_name}_changelist"))
 
     html = response.content.decode()
     assert response.status_code == 200
     assert "Acme Upstream" in html
     assert "acme-large" in html
-    rollup = UsageRollup.objects.first()
-    change = staff_client.get(reverse("admin:usage_usagerollup_change", args=[rollup.pk]))
+    rollup = model.objects.order_by("hour").first()
+    change = staff_client.get(reverse(f"{admin_name}_change", args=[rollup.pk]))
+    assert change.status_code == 200
     assert b'name="_save"' not in change.content
-    assert staff_client.get(reverse("admin:usage_usagerollup_add")).status_code == 403
+    assert f"{rollup.cost_usd}".encode() in change.content
+    assert staff_client.get(reverse(f"{admin_name}_add")).status_code == 403
 
 
 def test_the_rollup_state_page_shows_how_far_the_job_got(staff_client, tenant):
