@@ -623,12 +623,16 @@ class AnthropicAdapter:
         chunks = stream_bytes(session, url, headers, data, timeout, target.api_key)
         async with aclosing(chunks):
             async for chunk in chunks:
-                for event in translator.feed(chunk):
-                    yield event
+                # The events of one network read leave together: one write to the client
+                # instead of one per event (nothing waits for more to arrive).
+                events = translator.feed(chunk)
+                if events:
+                    yield events[0] if len(events) == 1 else b"".join(events)
                 if translator.error is not None:
                     raise translator.error
-        for event in translator.close():
-            yield event
+        events = translator.close()
+        if events:
+            yield b"".join(events)
 
     async def embeddings(
         self,

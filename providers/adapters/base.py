@@ -110,7 +110,8 @@ class Adapter(Protocol):
         timeout: aiohttp.ClientTimeout,
         include_usage: bool,
     ) -> AsyncIterator[bytes]:
-        """Yield OpenAI SSE events (b"data: {...}\\n\\n", ending with b"data: [DONE]\\n\\n").
+        """Yield OpenAI SSE events (b"data: {...}\\n\\n", ending with b"data: [DONE]\\n\\n"),
+        each yield holding the whole events of one network read (one or more).
 
         Raises UpstreamError before the first yield for a failed start, or mid-stream for a
         broken one. Always asks the upstream for usage; yields the usage chunk only when

@@ -347,12 +347,16 @@ class OpenAICompatibleAdapter:
             # Reading continues after [DONE] until the upstream ends the body, so the
             # connection returns to the pool instead of being closed half-read.
             async for chunk in chunks:
-                for event in relay.feed(chunk):
-                    yield event
+                # The events of one network read leave together: one write to the client
+                # instead of one per event (nothing waits for more to arrive).
+                events = relay.feed(chunk)
+                if events:
+                    yield events[0] if len(events) == 1 else b"".join(events)
                 if relay.error is not None:
                     raise relay.error
-        for event in relay.close():
-            yield event
+        events = relay.close()
+        if events:
+            yield b"".join(events)
 
     async def embeddings(
         self,

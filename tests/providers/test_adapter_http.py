@@ -21,6 +21,7 @@ from aiohttp import web
 
 from providers.adapters import adapter_for, new_session, transport
 from providers.adapters.base import ErrorKind, StreamState, Target, UpstreamError, Usage
+from tests.providers.sse_events import split_events
 
 RECORDED = Path(__file__).parent / "recorded"
 KEY = "sk-test-canned-0123456789"
@@ -307,13 +308,13 @@ async def collect(
     stream = adapter_for(target.protocol).stream(
         session, target, dict(CHAT), state, timeout=TIMEOUT, include_usage=include_usage
     )
-    return [event async for event in stream]
+    return split_events([chunk async for chunk in stream])
 
 
 async def drain(stream: AsyncIterator[bytes], into: list[bytes]) -> None:
     """Append events as they arrive, so what came before a failure stays visible."""
-    async for event in stream:
-        into.append(event)
+    async for chunk in stream:
+        into.extend(split_events([chunk]))
 
 
 # --- OpenAI-compatible: success paths ---------------------------------------------------------
@@ -512,7 +513,7 @@ async def test_each_event_is_yielded_before_the_upstream_sends_the_next(upstream
 
     first = await asyncio.wait_for(anext(stream), 2)
     upstream.gate.set()
-    rest = [event async for event in stream]
+    rest = split_events([chunk async for chunk in stream])
 
     assert [first, *rest] == OPENAI_STREAM
 

@@ -14,6 +14,7 @@ import pytest
 
 from providers.adapters import adapter_for, new_session, transport
 from providers.adapters.base import ErrorKind, StreamState, Target, UpstreamError, Usage
+from tests.providers.sse_events import split_events
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 CHAT = {
@@ -66,12 +67,12 @@ async def stream_all(
     stream = adapter_for(target.protocol).stream(
         session, target, body, state, timeout=TIMEOUT, include_usage=False
     )
-    return [event async for event in stream]
+    return split_events([chunk async for chunk in stream])
 
 
 async def drain(stream: AsyncIterator[bytes], into: list[bytes]) -> None:
-    async for event in stream:
-        into.append(event)
+    async for chunk in stream:
+        into.extend(split_events([chunk]))
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
