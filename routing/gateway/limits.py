@@ -17,7 +17,7 @@ from decimal import Decimal
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, InterfaceError, close_old_connections
 from django.utils import timezone
 
 from routing.gateway.errors import GatewayError
@@ -200,7 +200,10 @@ class Limits:
                 admission = await self.limiter.admit(plan, int(time.time() * 1000))
                 if admission.status != NEEDS_SEED:
                     break
-                await self._seed(admission.seed_key, seeds, tenant)
+                try:
+                    await self._seed(admission.seed_key, seeds, tenant)
+                except (DatabaseError, InterfaceError) as exc:
+                    self._unseeded(plan, admission.seed_key, tenant, exc)
             else:
                 raise GatewayError(
                     503, "Limits could not be loaded; retry.", code="limits_unavailable"
@@ -253,6 +256,28 @@ class Limits:
                 503, "Rate limits cannot be checked right now.", code="limits_unavailable"
             )
         return
+
+    def _unseeded(self, plan: Plan, key: str, tenant: TenantInfo, exc: Exception) -> None:
+        """A counter missing from Redis could not be read from the database (unreachable).
+
+        A hard cap or credits fail closed, as when Redis is down (503); a soft cap only
+        alerts, so the request goes on without that counter (its settle skips it too).
+        """
+        LIMITS_UNAVAILABLE.labels(kind="seed").inc()
+        logger.error("limits.seed_failed %s", repr(exc)[:300], extra={"tenant_id": tenant.id})
+        is_credits = plan.credits is not None and plan.credits.balance_key == key
+        budget = next((b for b in plan.budgets if b.spent_key == key), None)
+        if (is_credits or (budget is not None and budget.is_hard)) and self.caps_fail_closed:
+            raise GatewayError(
+                503,
+                "Spending limits cannot be checked right now, so the request was refused. "
+                "Retry shortly.",
+                code="limits_unavailable",
+            )
+        if is_credits:
+            plan.credits, plan.credit_units = None, 0
+        else:
+            plan.budgets = [b for b in plan.budgets if b.spent_key != key]
 
     async def _seed(self, key: str, seeds: dict[str, tuple], tenant: TenantInfo) -> None:
         spec = seeds[key]
