@@ -4,7 +4,9 @@ Adding an entry is an append to a list and one line to the journal (usage.journa
 response never waits for the database yet a killed process loses nothing. Batches are
 written in a worker thread (one thread hop per batch, not per request). A batch that fails
 to write (database down) is kept and retried, up to MAX_PENDING entries in memory (the
-journal keeps them all); a graceful shutdown drains everything.
+journal keeps them all); the retry inserts only the entries the database lacks, since a
+failed write may have committed before its connection broke. A graceful shutdown drains
+everything.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ logger = logging.getLogger(__name__)
 MAX_PENDING = 1_000_000
 
 
-def _write(entries: list[UsageEntry]) -> None:
+def _write(entries: list[UsageEntry], verify: bool = False) -> None:
     close_old_connections()
     try:
+        if verify:
+            # A write that failed may have committed all the same (the connection dropped
+            # after COMMIT reached the server): insert only what the database lacks.
+            entries = journal._not_recorded(entries)
         write_usage(entries)
         stamp_keys_used(last_used=latest_by(entries, "provider_key_id"))
     finally:
@@ -56,6 +62,7 @@ class UsageSink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._verify = False  # a write failed: retried entries may be in the database
         folder = journal.directory()
         self.journal = journal.Journal(folder) if folder else None
         self._replay_due = self.journal is not None
@@ -103,9 +110,10 @@ class UsageSink:
                 batch = taken[start : start + chunk]
                 started = time.perf_counter()
                 try:
-                    await asyncio.to_thread(_write, batch)
+                    await asyncio.to_thread(_write, batch, self._verify)
                 except Exception:  # a boundary: keep the rest, retry next round
                     logger.exception("usage_sink.write_failed", extra={"entries": len(batch)})
+                    self._verify = True
                     self.pending[:0] = taken[start:]
                     overflow = len(self.pending) - MAX_PENDING
                     if overflow > 0:
@@ -120,6 +128,7 @@ class UsageSink:
                         "ms": int((time.perf_counter() - started) * 1000),
                     },
                 )
+            self._verify = False
             if self.journal is not None:
                 self.journal.release()
 
