@@ -87,6 +87,7 @@ class Load:
     url: str
     concurrency: int = 12
     timeout: float = 30.0
+    pause: float = 0.0  # seconds a worker waits between requests (time-driven loads)
     answers: list[Answer] = field(default_factory=list)
     stopped: bool = False
     _changed: asyncio.Event | None = None
@@ -138,6 +139,8 @@ class Load:
             answer.ended_at = time.monotonic()
             self.answers.append(answer)
             self._changed.set()
+            if self.pause:
+                await asyncio.sleep(self.pause)
 
     async def wait_for(self, predicate: Callable[[list[Answer]], bool], seconds: float) -> None:
         """Wait until `predicate(answers)` holds; fail the test after `seconds`."""

@@ -85,6 +85,7 @@ class TcpProxy:
         self.refused = 0  # connections turned away while cut
         self.commits_lost = 0
         self._arm_commit = False
+        self._tasks: set[asyncio.Task] = set()
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -127,9 +128,13 @@ class TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
 
     async def _stop(self) -> None:
-        self._reset_all()
         if self._server is not None:
             self._server.close()
+        self._reset_all()
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _reset_all(self) -> None:
         for client, upstream in list(self._links):
@@ -138,6 +143,9 @@ class TcpProxy:
         self._links.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         if self.is_cut:
             self.refused += 1
             writer.transport.abort()
