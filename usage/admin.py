@@ -29,6 +29,7 @@ from usage.models import (
     MONEY,
     Alert,
     CreditLedgerEntry,
+    HourlyUsage,
     SpendingCap,
     TenantUsageRollup,
     UsageRecord,
@@ -437,13 +438,13 @@ class UsageRollupAdmin(RollupAdmin):
     ]
     list_select_related = ["tenant", "end_user", "api_key"]
     search_fields = ["=tenant__slug", "=end_user__external_id"]
-    # Who first, then what (the measures come first in the model's field order).
+    # Whose first, then what (the model's own fields come after its base's measures).
     fields = [
         "hour",
         "tenant",
         "end_user",
         "api_key",
-        *(f.name for f in UsageRollup._meta.fields if f.name not in ("id", "hour", "tenant")),
+        *(f.name for f in HourlyUsage._meta.fields if f.name not in ("id", "hour", "tenant")),
     ]
 
 
