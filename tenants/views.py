@@ -70,8 +70,12 @@ def home(request):
 @login_required
 @require_POST
 def switch_tenant(request):
+    tenant_id = request.POST.get("tenant", "")
+    # Anything but a number names no tenant (and must not reach the query as one: a 500).
     membership = (
-        memberships_of(user=request.user).filter(tenant_id=request.POST.get("tenant")).first()
+        memberships_of(user=request.user).filter(tenant_id=int(tenant_id)).first()
+        if tenant_id.isascii() and tenant_id.isdigit() and len(tenant_id) < 19
+        else None
     )
     if membership is None:
         messages.error(request, "You are not a member of that tenant.")
