@@ -10,6 +10,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 from config.client_ip import parse_trusted_proxies
 
@@ -36,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from here, not a CDN (and under the CSP)
     "django_prometheus",
     "django_celery_beat",
     "tenants",
@@ -48,6 +50,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "config.request_id.RequestIDMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -72,6 +75,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",
                 "tenants.context_processors.tenancy",
             ],
         },
@@ -130,18 +134,50 @@ WHITENOISE_USE_FINDERS = True
 
 # --- Security (production values switch on with SWITCHYARD_TLS) -------------------------
 SWITCHYARD_TLS = env.bool("SWITCHYARD_TLS", default=not DEBUG)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The scheme comes from uvicorn, which believes X-Forwarded-Proto only from its
+# --forwarded-allow-ips; Django trusting the header from anyone would let a client claim
+# https. Set this only behind a proxy that overwrites the header.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("SWITCHYARD_PROXY_SETS_PROTO", False) else None
+)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Cookies: never readable by scripts (no page script needs them: htmx and forms take the
+# CSRF token from the page), Secure over TLS, and with TLS bound to this exact host.
 SESSION_COOKIE_SECURE = SWITCHYARD_TLS
 CSRF_COOKIE_SECURE = SWITCHYARD_TLS
 SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+if SWITCHYARD_TLS:
+    SESSION_COOKIE_NAME = "__Host-sessionid"
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
+# HSTS is sent on HTTPS responses only. Preloading is a promise about the whole domain that
+# browsers ship for months: the operator opts in.
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if SWITCHYARD_TLS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SWITCHYARD_TLS
-SECURE_HSTS_PRELOAD = SWITCHYARD_TLS
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django.middleware.csp): scripts and style sheets from this origin
+# only, or carrying the response's nonce; no framing, no plugins, forms post here only.
+# Style attributes stay allowed: the pages and the server-drawn SVG charts size and colour
+# things with them, and an attribute can neither run script nor select elements to leak.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "style-src-attr": [CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 # Failed authentications per client address (tenants/throttle.py): past the limit within the
 # window, /v1/* answers 429 to that address (valid key or not) until the window ends.
 SWITCHYARD_AUTH_FAILURE_LIMIT = env.int("SWITCHYARD_AUTH_FAILURE_LIMIT", default=20)
@@ -309,6 +345,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Management API and the OpenAI-compatible completion contract.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # One name for each choice set that several components share (else spectacular warns).
     "ENUM_NAME_OVERRIDES": {
         "ProviderKindEnum": "providers.choices.ProviderKind",
