@@ -95,6 +95,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    # Timeouts: an unreachable database fails a request in seconds instead of holding its
+    # worker. A statement limit is opt-in: the web process wants one, but migrations, the
+    # retention job and rollup backfills share these settings and may run longer.
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options.setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
+    if _statement_ms := env.int("DATABASE_STATEMENT_TIMEOUT_MS", default=0):
+        _options["options"] = f"{_options.get('options', '')} -c statement_timeout={_statement_ms}"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -103,6 +111,8 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            # Connection options; without them a Redis that stops answering hangs the page.
+            "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
             "KEY_PREFIX": "sy",
         }
     }
@@ -358,6 +368,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# Seconds an SMTP server may take (Django waits forever by default).
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="switchyard@localhost")
 # Used by EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend (one file a send).
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
