@@ -28,6 +28,7 @@ from usage.choices import LedgerKind
 from usage.models import (
     MONEY,
     Alert,
+    APIKeyUsageRollup,
     CreditLedgerEntry,
     HourlyUsage,
     SpendingCap,
@@ -446,6 +447,25 @@ class UsageRollupAdmin(RollupAdmin):
         "api_key",
         *(f.name for f in HourlyUsage._meta.fields if f.name not in ("id", "hour", "tenant")),
     ]
+
+
+@admin.register(APIKeyUsageRollup)
+class APIKeyUsageRollupAdmin(RollupAdmin):
+    """Hour by hour, per tenant, API key, provider and model: what one-key dashboards read.
+
+    The per-end-user rollup summed over end users, recomputed with it.
+    """
+
+    list_display = [
+        "hour",
+        "tenant_link",
+        "api_key",
+        "provider_name",
+        "model_name",
+        *MEASURE_COLUMNS,
+    ]
+    list_select_related = ["tenant", "api_key"]
+    search_fields = ["=tenant__slug", "=api_key__prefix"]
 
 
 @admin.register(TenantUsageRollup)

@@ -2,9 +2,10 @@
 
 Charts, tiles and tables come from one grouped query over the rollups (by time bucket,
 provider and model), so a month of a busy tenant costs one range scan of its rollups, never
-a scan of its raw records; its result is cached until the rollup job next runs. Without an
-end-user or API-key filter that scan reads TenantUsageRollup, which has no end-user and key
-dimensions: a month of a busy tenant is thousands of rows there, not hundreds of thousands. The only
+a scan of its raw records; its result is cached until the rollup job next runs. The scan
+reads the coarsest rollup the filters allow: TenantUsageRollup without an end-user or key
+filter (a month of a busy tenant is thousands of rows there, not hundreds of thousands),
+APIKeyUsageRollup for one key, UsageRollup (by its end-user index) for one end user. The only
 raw read is the list of recent requests: the newest few records by the (tenant, created_at)
 index, from a lower bound the rollups give.
 """
@@ -23,6 +24,7 @@ from django.db.models.functions import Trunc
 
 from usage.models import (
     LATENCY_BUCKETS_MS,
+    APIKeyUsageRollup,
     HourlyUsage,
     TenantUsageRollup,
     UsageRecord,
@@ -320,20 +322,17 @@ def _label(names: Mapping[int, str], pk: int | None) -> str:
 
 
 def rollups_in(*, tenant_id: int, window: Window, scope: Scope) -> QuerySet[HourlyUsage]:
-    """The tenant's rollups of the window, narrowed to the scope's end user and API key:
-    the tenant rollup when neither narrows it (same columns, a fraction of the rows)."""
-    if scope.end_user_id is None and scope.api_key_id is None:
-        return TenantUsageRollup.objects.filter(
-            tenant_id=tenant_id, hour__gte=window.start, hour__lt=window.end
-        )
-    rollups = UsageRollup.objects.filter(
-        tenant_id=tenant_id, hour__gte=window.start, hour__lt=window.end
-    )
+    """The tenant's rollups of the window, narrowed to the scope's end user and API key, from
+    the coarsest rollup that has the columns to narrow by (same measures, fewer rows)."""
+    hours = {"tenant_id": tenant_id, "hour__gte": window.start, "hour__lt": window.end}
     if scope.end_user_id is not None:
-        rollups = rollups.filter(end_user_id=scope.end_user_id)
+        rollups = UsageRollup.objects.filter(**hours, end_user_id=scope.end_user_id)
+        if scope.api_key_id is not None:
+            rollups = rollups.filter(api_key_id=scope.api_key_id)
+        return rollups
     if scope.api_key_id is not None:
-        rollups = rollups.filter(api_key_id=scope.api_key_id)
-    return rollups
+        return APIKeyUsageRollup.objects.filter(**hours, api_key_id=scope.api_key_id)
+    return TenantUsageRollup.objects.filter(**hours)
 
 
 def grouped_rollups(*, tenant_id: int, window: Window, scope: Scope) -> list[tuple]:

@@ -294,10 +294,10 @@ class UsageRollup(HourlyUsage):
         ]
         indexes = [
             models.Index(fields=["hour"], name="usage_rollup_hour"),
-            # One end user's or one key's hours without reading the rest of the tenant's (a
-            # member's dashboard, an end user's spend): (tenant, hour) would read them all.
+            # One end user's hours without reading the rest of the tenant's (a member's
+            # dashboard, an end user's spend): (tenant, hour) would read them all. One key's
+            # hours are in APIKeyUsageRollup.
             models.Index(fields=["tenant", "end_user", "hour"], name="usage_rollup_user_hour"),
-            models.Index(fields=["tenant", "api_key", "hour"], name="usage_rollup_key_hour"),
         ]
 
 
@@ -315,6 +315,39 @@ class TenantUsageRollup(HourlyUsage):
             models.UniqueConstraint(
                 "tenant",
                 "hour",
+                Coalesce("provider_id", 0, output_field=models.IntegerField()),
+                Coalesce("model_id", 0, output_field=models.IntegerField()),
+                name="%(app_label)s_%(class)s_one_row_per_group",
+            )
+        ]
+
+
+class APIKeyUsageRollup(HourlyUsage):
+    """An hour of a tenant's usage per API key, provider and model: its UsageRollup rows
+    summed over end users.
+
+    What a dashboard narrowed to one key reads. A key often serves every end user of a
+    tenant, so reading its hours from UsageRollup would read nearly all the tenant's rows.
+    Recomputed from UsageRollup with TenantUsageRollup.
+    """
+
+    api_key = models.ForeignKey(
+        TenantAPIKey,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name = "API key usage rollup"
+        constraints = [
+            models.UniqueConstraint(
+                "tenant",
+                "hour",
+                Coalesce("api_key", 0, output_field=models.BigIntegerField()),
                 Coalesce("provider_id", 0, output_field=models.IntegerField()),
                 Coalesce("model_id", 0, output_field=models.IntegerField()),
                 name="%(app_label)s_%(class)s_one_row_per_group",

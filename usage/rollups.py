@@ -4,11 +4,11 @@ A rollup row is never incremented: the rows of a (tenant, hour) are deleted and 
 again from the raw records with one INSERT ... SELECT, in the transaction that holds the
 rollup state's row lock. Running anything here twice therefore leaves the same rows.
 
-Two rollups: UsageRollup per end user, API key, provider and model, and TenantUsageRollup
-per provider and model only (whole-tenant dashboards read it: a few hundredth of the rows).
-The tenant rollup is never computed from raw records: every change to a tenant's hours of
-UsageRollup is followed, in the same transaction, by summing those hours into it again, so
-the two always agree.
+Three rollups: UsageRollup per end user, API key, provider and model; APIKeyUsageRollup
+per API key, provider and model; TenantUsageRollup per provider and model (whole-tenant
+dashboards read it: a few hundredth of the rows). The coarser two are never computed from
+raw records: every change to a tenant's hours of UsageRollup is followed, in the same
+transaction, by summing those hours into them again, so the three always agree.
 
 Which hours to recompute is found by record id, not by time: ids only grow, so the records
 written since the last run (a late batch for an old hour included) are those above the last
@@ -37,6 +37,8 @@ from tenants.models import Tenant
 from usage.choices import Outcome
 from usage.models import (
     LATENCY_BUCKETS_MS,
+    APIKeyUsageRollup,
+    HourlyUsage,
     TenantUsageRollup,
     UsageRecord,
     UsageRollup,
@@ -64,7 +66,11 @@ RETENTION_BATCH_SIZE = 5000
 RETENTION_MAX_SECONDS = 180
 
 GROUP_COLUMNS = ("hour", "tenant_id", "end_user_id", "api_key_id", "provider_id", "model_id")
-TENANT_GROUP_COLUMNS = ("hour", "tenant_id", "provider_id", "model_id")
+# The rollups summed from UsageRollup, and the columns each keeps.
+COARSER_ROLLUPS: tuple[tuple[type[HourlyUsage], tuple[str, ...]], ...] = (
+    (APIKeyUsageRollup, ("hour", "tenant_id", "api_key_id", "provider_id", "model_id")),
+    (TenantUsageRollup, ("hour", "tenant_id", "provider_id", "model_id")),
+)
 
 
 def _latency_buckets() -> dict[str, Q]:
@@ -161,25 +167,27 @@ def _rebuild_range(tenant_id: int, start: datetime, end: datetime) -> None:
         tenant_id=tenant_id, created_at__gte=start, created_at__lt=end
     )
     _insert_select(UsageRollup, hourly_aggregates(records), GROUP_COLUMNS)
-    _sum_tenant_rollups(tenant_id, start, end)
+    _sum_coarser_rollups(tenant_id, start, end)
 
 
-def _sum_tenant_rollups(tenant_id: int, start: datetime, end: datetime) -> None:
-    """Replace the tenant's TenantUsageRollup rows of hours [start, end) with the sums of its
-    UsageRollup rows there (over end users and API keys).
+def _sum_coarser_rollups(tenant_id: int, start: datetime, end: datetime) -> None:
+    """Replace the tenant's COARSER_ROLLUPS rows of hours [start, end) with the sums of its
+    UsageRollup rows there.
 
     Call after any change to those UsageRollup rows, in the same transaction. Summing the
     rollups rather than the raw records reads a fraction of the rows, and works for final
     hours too, whose raw records are gone.
     """
-    TenantUsageRollup.objects.filter(tenant_id=tenant_id, hour__gte=start, hour__lt=end).delete()
-    sums = (
-        UsageRollup.objects.filter(tenant_id=tenant_id, hour__gte=start, hour__lt=end)
-        .values(*TENANT_GROUP_COLUMNS)
-        .annotate(**{f"sum_{column}": Sum(column) for column in AGGREGATES})
-        .order_by()
-    )
-    _insert_select(TenantUsageRollup, sums, TENANT_GROUP_COLUMNS)
+    hours = {"tenant_id": tenant_id, "hour__gte": start, "hour__lt": end}
+    for model, columns in COARSER_ROLLUPS:
+        model.objects.filter(**hours).delete()
+        sums = (
+            UsageRollup.objects.filter(**hours)
+            .values(*columns)
+            .annotate(**{f"sum_{column}": Sum(column) for column in AGGREGATES})
+            .order_by()
+        )
+        _insert_select(model, sums, columns)
 
 
 def _hour_ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
@@ -230,7 +238,7 @@ def _add_to_final_hours(keys: Iterable[tuple[int, datetime]], first_id: int, las
                 )
                 if not updated:
                     UsageRollup.objects.create(**group, **sums)
-            _sum_tenant_rollups(tenant_id, start, end)
+            _sum_coarser_rollups(tenant_id, start, end)
             logger.info("usage.late_records_rolled_up", extra={"tenant_id": tenant_id})
 
 

@@ -425,18 +425,22 @@ def main() -> None:
     model = CatalogModel.objects.filter(provider_id=provider).order_by("pk").first().pk
     key = world["busy"].api_keys.order_by("pk").first().pk
     heavy = world["heavy_user"].external_id
-    thirty = {"period": "30d"}
+    filters = {  # label -> GET parameters narrowing the view
+        "": {},
+        "one end user": {"end_user": heavy},
+        "one API key": {"api_key": key},
+        "one provider": {"provider": provider},
+    }
     views = [  # (as whom, what, GET parameters)
-        ("owner", "24h", {"period": "24h"}),
-        ("owner", "7d", {"period": "7d"}),
-        ("owner", "30d", thirty),
+        ("owner", f"{period}{', ' if label else ''}{label}", {"period": period, **narrowed})
+        for period in ("24h", "7d", "30d")
+        for label, narrowed in filters.items()
+    ]
+    views += [
+        ("owner", "30d, one model", {"period": "30d", "model": model}),
         ("owner", "billing month", {"period": "month"}),
         ("owner", "custom 90 days", {"period": "custom", "start": today - 89 * DAY, "end": today}),
-        ("owner", "30d, one end user", {**thirty, "end_user": heavy}),
-        ("owner", "30d, one API key", {**thirty, "api_key": key}),
-        ("owner", "30d, one provider", {**thirty, "provider": provider}),
-        ("owner", "30d, one model", {**thirty, "model": model}),
-        ("member", "30d (own usage)", thirty),
+        ("member", "30d (own usage)", {"period": "30d"}),
     ]
     clients = {"owner": owner, "member": member}
     rows = []

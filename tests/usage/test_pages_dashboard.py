@@ -11,8 +11,10 @@ from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.db import connection
 from django.db.models import Sum
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -258,6 +260,37 @@ def test_end_user_and_api_key_filters_narrow_the_numbers(client, tenant):
     assert by_user.context["report"].totals.attempts == 7
     assert by_key.context["report"].totals.attempts == 12
     assert {r.record.api_key_id for r in by_key.context["report"].recent} == {key.pk}
+    both = client.get(URL, {"period": "24h", "end_user": "customer-42", "api_key": key.pk})
+    assert both.context["report"].totals.attempts == 7
+    assert client.get(URL, {"period": "24h"}).context["report"].totals.attempts == 15
+
+
+@pytest.mark.parametrize(
+    ("filters", "table"),
+    [
+        ({}, "usage_tenantusagerollup"),
+        ({"api_key": "key"}, "usage_apikeyusagerollup"),
+        ({"end_user": "customer-42"}, "usage_usagerollup"),
+        ({"end_user": "customer-42", "api_key": "key"}, "usage_usagerollup"),
+    ],
+)
+def test_each_view_sums_the_coarsest_rollup_its_filters_allow(client, tenant, filters, table):
+    sign_in(client, tenant, "owner")
+    customer = EndUserFactory(tenant=tenant, external_id="customer-42")
+    key = TenantAPIKeyFactory(tenant=tenant)
+    add_records(tenant, count=4, ago=timedelta(hours=2), end_user=customer, api_key=key)
+    roll_up()
+    params = {"period": "30d", **filters}
+    if "api_key" in params:
+        params["api_key"] = key.pk
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(URL, params)
+
+    assert response.context["report"].totals.attempts == 4
+    sums = [q["sql"] for q in queries.captured_queries if 'SUM("' in q["sql"]]
+    assert len(sums) == 1
+    assert re.findall(r'FROM "(\w+)"', sums[0]) == [table]
 
 
 def test_provider_and_model_filters_keep_every_option_in_the_menus(client, tenant, catalog):

@@ -1,5 +1,5 @@
 """Hourly rollups equal the raw records' sums, whatever the order records arrive in; the
-tenant rollup always equals UsageRollup summed over end users and API keys."""
+key and tenant rollups always equal UsageRollup summed over end users (and keys)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from usage import selectors
 from usage.choices import Outcome
 from usage.models import (
     LATENCY_BUCKETS_MS,
+    APIKeyUsageRollup,
     TenantUsageRollup,
     UsageRecord,
     UsageRollup,
@@ -29,9 +30,9 @@ from usage.models import (
 )
 from usage.rollups import (
     AGGREGATES,
+    COARSER_ROLLUPS,
     GROUP_COLUMNS,
     ROLLUP_SETTLE_SECONDS,
-    TENANT_GROUP_COLUMNS,
     apply_usage_retention,
     rebuild_rollups,
     roll_up_usage,
@@ -99,35 +100,30 @@ def rollup_groups(**filters) -> dict[tuple, dict]:
     return groups
 
 
-TENANT_KEY = [GROUP_COLUMNS.index(column) for column in TENANT_GROUP_COLUMNS]
-
-
-def per_tenant(groups: dict[tuple, dict]) -> dict[tuple, dict]:
-    """UsageRollup-shaped groups summed over end users and API keys: what the tenant rollup
-    should hold."""
+def coarser(groups: dict[tuple, dict], columns: tuple[str, ...]) -> dict[tuple, dict]:
+    """UsageRollup-shaped groups summed down to `columns`: what a coarser rollup holds."""
+    keep = [GROUP_COLUMNS.index(column) for column in columns]
     summed: dict[tuple, dict] = defaultdict(lambda: dict.fromkeys(AGGREGATES, 0))
     for key, sums in groups.items():
-        into = summed[tuple(key[i] for i in TENANT_KEY)]
+        into = summed[tuple(key[i] for i in keep)]
         for column, value in sums.items():
             into[column] += value
     return dict(summed)
 
 
-def tenant_rollup_groups(**filters) -> dict[tuple, dict]:
-    rows = list(
-        TenantUsageRollup.objects.filter(**filters).values(*TENANT_GROUP_COLUMNS, *AGGREGATES)
-    )
-    groups = {
-        tuple(row[c] for c in TENANT_GROUP_COLUMNS): {c: row[c] for c in AGGREGATES} for row in rows
-    }
-    assert len(groups) == len(rows), "two tenant rollup rows for one group"
+def coarser_groups(model, columns: tuple[str, ...], **filters) -> dict[tuple, dict]:
+    rows = list(model.objects.filter(**filters).values(*columns, *AGGREGATES))
+    groups = {tuple(row[c] for c in columns): {c: row[c] for c in AGGREGATES} for row in rows}
+    assert len(groups) == len(rows), f"two {model.__name__} rows for one group"
     return groups
 
 
 def assert_rollups_hold(expected: dict[tuple, dict]) -> None:
-    """Both rollups hold exactly `expected` (UsageRollup-shaped sums), nothing else."""
+    """Every rollup holds exactly `expected` (UsageRollup-shaped sums), nothing else."""
     assert rollup_groups() == expected
-    assert tenant_rollup_groups() == per_tenant(expected)
+    assert {model for model, _ in COARSER_ROLLUPS} == {APIKeyUsageRollup, TenantUsageRollup}
+    for model, columns in COARSER_ROLLUPS:
+        assert coarser_groups(model, columns) == coarser(expected, columns), model.__name__
 
 
 def a_day_of_traffic(tenant, other_tenant):
@@ -234,6 +230,7 @@ def test_the_backfill_command_recomputes_a_range(tenant, other_tenant):
     roll_up_usage(now=NOW)
     UsageRollup.objects.filter(tenant=tenant).update(requests=0, cost_usd=0)  # damaged
     TenantUsageRollup.objects.filter(tenant=tenant).update(errors=0)
+    APIKeyUsageRollup.objects.filter(tenant=tenant).update(output_tokens=1)
 
     call_command("rollup_usage", "--since", f"{NOW - timedelta(days=1):%Y-%m-%d}")
     call_command("rollup_usage", "--since", f"{NOW - timedelta(days=1):%Y-%m-%d}")
@@ -330,7 +327,7 @@ def test_both_rollups_always_equal_the_records_written(tenant, other_tenant, set
     settings.SWITCHYARD_USAGE_RETENTION_DAYS = RETENTION_DAYS
     # One database transaction serves every example: start each from nothing, record ids
     # from 1 again (the job walks ids from the last one it saw).
-    for model in (UsageRecord, UsageRollup, TenantUsageRollup, UsageRollupState):
+    for model in (UsageRecord, UsageRollup, *dict(COARSER_ROLLUPS), UsageRollupState):
         model.objects.all().delete()
     with connection.cursor() as cursor:
         for sql in connection.ops.sequence_reset_sql(no_style(), [UsageRecord]):

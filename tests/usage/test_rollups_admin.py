@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from tests.factories import AlertFactory, CatalogModelFactory, EndUserFactory, ProviderFactory
 from tests.usage.test_rollups import make_records
-from usage.models import TenantUsageRollup, UsageRollup
+from usage.models import APIKeyUsageRollup, TenantUsageRollup, UsageRollup
 from usage.rollups import roll_up_usage
 
 
@@ -21,7 +21,9 @@ def staff_client(client, staff_user):
 
 
 @pytest.mark.parametrize(
-    ("model", "rows"), [(UsageRollup, 3 * 2), (TenantUsageRollup, 3)], ids=["per user", "tenant"]
+    ("model", "rows"),
+    [(UsageRollup, 3 * 2), (APIKeyUsageRollup, 3), (TenantUsageRollup, 3)],
+    ids=["per user", "per key", "tenant"],
 )
 def test_the_rollup_list_names_providers_and_models_and_is_read_only(
     staff_client, tenant, model, rows, django_assert_max_num_queries
