@@ -18,6 +18,7 @@ import dataclasses
 import fcntl
 import hashlib
 import logging
+import operator
 import os
 import time
 import uuid
@@ -34,6 +35,7 @@ from usage.entries import UsageEntry
 logger = logging.getLogger(__name__)
 
 FIELDS = tuple(f.name for f in dataclasses.fields(UsageEntry))
+_VALUES = operator.attrgetter(*FIELDS)  # the field values as a tuple, in C
 _DECODE = {
     "created_at": datetime.fromisoformat,
     "request_id": uuid.UUID,
@@ -50,7 +52,7 @@ def _default(value):
 
 
 def encode(entry: UsageEntry) -> bytes:
-    return orjson.dumps([getattr(entry, name) for name in FIELDS], default=_default) + b"\n"
+    return orjson.dumps(_VALUES(entry), default=_default) + b"\n"
 
 
 def decode(line: bytes) -> UsageEntry:
