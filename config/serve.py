@@ -13,7 +13,6 @@ The worker files are not otherwise cleaned: only counters and histograms are kep
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import MutableMapping, Sequence
 from pathlib import Path
@@ -21,18 +20,19 @@ from pathlib import Path
 from uvicorn.main import main as uvicorn
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+METRIC_FILE_KINDS = frozenset({"counter", "gauge", "histogram", "summary"})
 
 
 def prepare_metrics_dir(environ: MutableMapping[str, str] = os.environ) -> Path:
-    """Create or empty the multiprocess metrics directory and export it to the workers."""
+    """Create the multiprocess metrics directory, or empty it of an earlier run's files, and
+    export it to the workers."""
     var_dir = Path(environ.get("SWITCHYARD_VAR_DIR") or BASE_DIR / "var")
     path = Path(environ.get("PROMETHEUS_MULTIPROC_DIR") or var_dir / "prometheus")
     path.mkdir(parents=True, exist_ok=True)
-    # Empty it rather than replace it: it may be a mount point (a tmpfs in production).
-    for entry in path.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
+    # Only prometheus_client's own files (counter_<pid>.db, gauge_<mode>_<pid>.db, ...): the
+    # directory may be a mount point, or a path set by mistake to one that holds other files.
+    for entry in path.glob("*.db"):
+        if entry.name.split("_", 1)[0] in METRIC_FILE_KINDS and entry.is_file():
             entry.unlink(missing_ok=True)
     environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
     return path

@@ -144,7 +144,10 @@ class GatewayProcess:
         db = connection.settings_dict
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.metrics_dir = tempfile.mkdtemp(prefix="switchyard-metrics-")
+        self._own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in env
+        self.metrics_dir = env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+            prefix="switchyard-metrics-"
+        )
         environment = {
             **os.environ,
             "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
@@ -185,7 +188,7 @@ class GatewayProcess:
         import httpx
 
         # Workers start side by side; on a busy two-core machine each takes seconds to import.
-        deadline = time.monotonic() + 30 * workers
+        deadline = time.monotonic() + 60 * workers
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("the gateway process exited")
@@ -214,7 +217,8 @@ class GatewayProcess:
             self.process.wait(15)
         except Exception:  # a stuck process must not hang the suite
             self.process.kill()
-        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        if self._own_metrics_dir:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 @pytest.fixture
