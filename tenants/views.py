@@ -23,6 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from tenants import crypto
 from tenants.api.tenancy import SESSION_TENANT_KEY
 from tenants.audit_export import entry_fields
 from tenants.choices import Role, Scope
@@ -114,11 +115,22 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
     return render(request, "tenants/api_key_list.html", _api_key_context(request))
 
 
+# The key just created, between the POST that made it and the GET that shows it, encrypted
+# (the session store is a database table) and removed by the GET that shows it.
+NEW_API_KEY_SESSION = "api_key_to_show_once"
+
+
 @tenant_page(MANAGERS)
-@require_POST
+@require_http_methods(["GET", "POST"])
 @never_cache
 def api_key_create(request: HttpRequest) -> HttpResponse:
-    """Create a key and show it once, on this response only: it is stored as a hash."""
+    """POST creates a key and redirects to GET, which shows it once: it is stored as a hash.
+
+    Post/redirect/get: reloading the page that shows the key neither submits the form again
+    (a second key) nor shows the key again (it left the session when first shown).
+    """
+    if request.method == "GET":
+        return _show_new_api_key(request)
     form = APIKeyCreateForm(request.POST, tenant=request.tenant)
     if not form.is_valid():
         return render(request, "tenants/api_key_list.html", _api_key_context(request, form=form))
@@ -130,6 +142,24 @@ def api_key_create(request: HttpRequest) -> HttpResponse:
         end_user_external_id=form.cleaned_data["end_user"],
         requests_per_minute=form.cleaned_data["requests_per_minute"],
     )
+    request.session[NEW_API_KEY_SESSION] = {"key_id": key.pk, "sealed": crypto.encrypt(raw)}
+    return redirect("tenants:api-key-create")
+
+
+def _show_new_api_key(request: HttpRequest) -> HttpResponse:
+    new = request.session.pop(NEW_API_KEY_SESSION, None)
+    try:
+        key = get_api_key(tenant=request.tenant, key_id=new["key_id"]) if new else None
+        raw = crypto.decrypt(new["sealed"]) if new else None
+    except (TenantAPIKey.DoesNotExist, crypto.DecryptionError):  # another tenant's; rotated
+        key = raw = None
+    if key is None or key.is_revoked:
+        messages.warning(
+            request,
+            "A new key is shown once, right after it is created. "
+            "Lost it? Revoke it and create another.",
+        )
+        return redirect("tenants:api-key-list")
     context = {
         "key": key,
         "raw_key": raw,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from django.contrib.sessions.models import Session
 from django.test import Client
 from django.urls import reverse
 
@@ -31,6 +34,7 @@ def every_page_and_action(key: TenantAPIKey) -> list[tuple[str, str]]:
     return [
         ("get", LIST_URL),
         ("post", CREATE_URL),
+        ("get", CREATE_URL),
         ("get", revoke_url(key)),
         ("post", revoke_url(key)),
     ]
@@ -107,7 +111,9 @@ def test_a_new_key_is_shown_once_with_a_copy_button_and_a_snippet(client, tenant
     settings.SWITCHYARD_PUBLIC_URL = "https://gateway.example.com/"
     user = sign_in(client, tenant, "owner")
 
-    response = client.post(CREATE_URL, create_form())
+    created = client.post(CREATE_URL, create_form())
+    assert (created.status_code, created["Location"]) == (302, CREATE_URL)
+    response = client.get(CREATE_URL)
 
     page = response.content.decode()
     key = TenantAPIKey.objects.get(tenant=tenant)
@@ -117,7 +123,7 @@ def test_a_new_key_is_shown_once_with_a_copy_button_and_a_snippet(client, tenant
     assert key.scopes == ["completions", "models"]
     assert key.created_by == user
     assert 'class="secret-once"' in page
-    assert "navigator.clipboard" in page
+    assert 'data-copy="raw-key"' in page
     assert 'base_url="https://gateway.example.com/v1"' in page
     assert "no-store" in response["Cache-Control"]
     assert AuditLog.objects.filter(actor=user, action="api_key.created").exists()
@@ -125,6 +131,26 @@ def test_a_new_key_is_shown_once_with_a_copy_button_and_a_snippet(client, tenant
     later = client.get(LIST_URL).content.decode()
     assert raw not in later
     assert f"{key.prefix}…" in later
+
+
+def test_reloading_the_new_key_page_neither_creates_nor_shows_a_key_again(client, tenant):
+    sign_in(client, tenant, "owner")
+    client.post(CREATE_URL, create_form())
+    # Between the POST and the GET the key waits in the session (a database row), encrypted.
+    stored = json.dumps(Session.objects.get(session_key=client.session.session_key).get_decoded())
+    shown = client.get(CREATE_URL).content.decode()
+    raw = shown.split('<code id="raw-key">', 1)[1].split("</code>", 1)[0]
+
+    reloaded = client.get(CREATE_URL, follow=True)
+
+    assert raw.startswith("sy-")
+    assert "api_key_to_show_once" in stored
+    assert raw not in stored
+    assert raw[3:20] not in stored
+    assert reloaded.redirect_chain == [(LIST_URL, 302)]
+    assert raw not in reloaded.content.decode()
+    assert "A new key is shown once" in reloaded.content.decode()
+    assert TenantAPIKey.objects.filter(tenant=tenant).count() == 1
 
 
 def test_a_key_bound_to_a_new_end_user_creates_them(client, tenant):
