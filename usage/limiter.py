@@ -293,6 +293,17 @@ class Limiter:
             args += [plan.credit_units, credit_units]
         return keys, args
 
+    async def current_epoch(self) -> int:
+        """The Redis run the counters belong to (bumped by a restart); 0 without the pipe."""
+        if self.pipe is None:
+            return 0
+        await self.pipe.ensure_connected()
+        return self.pipe.epoch
+
+    def epoch(self) -> int:
+        """The last known run, without a round trip (what an admit just ran against)."""
+        return self.pipe.epoch if self.pipe is not None else 0
+
     async def settle_many(self, calls: Sequence[tuple[list[str], list[int]]]) -> None:
         """Run many settles in one pipelined round trip (each is atomic on its own)."""
         if self.pipe is not None:

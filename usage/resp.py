@@ -74,6 +74,10 @@ class RedisPipe:
         self._pending: collections.deque[tuple[asyncio.Future, float]] = collections.deque()
         self._watchdog: asyncio.TimerHandle | None = None
         self._outbox: list[bytes] = []
+        # Bumped when a reconnect finds a different Redis server run (a restart: its keys are
+        # gone); callers compare it to drop work that belonged to the previous run.
+        self.epoch = 0
+        self._run_id: bytes | None = None
         self._shas: dict[bytes, bytes] = {}
 
     # -- commands ----------------------------------------------------------------------
@@ -170,8 +174,10 @@ class RedisPipe:
                 setup.append(self._send(hiredis.pack_command((b"AUTH", *auth))))
             if self.db:
                 setup.append(self._send(hiredis.pack_command((b"SELECT", self.db))))
+            info = self._send(hiredis.pack_command((b"INFO", b"server")))
             for future in setup:
                 await future
+            self._note_run(await info)
             self._connecting.set_result(None)
         except BaseException as exc:
             if self._transport is not None:
@@ -184,6 +190,15 @@ class RedisPipe:
             raise
         finally:
             self._connecting = None
+
+    def _note_run(self, info: bytes) -> None:
+        for line in info.splitlines():
+            if line.startswith(b"run_id:"):
+                run_id = line[7:].strip()
+                if self._run_id is not None and run_id != self._run_id:
+                    self.epoch += 1
+                self._run_id = run_id
+                return
 
     def _check_overdue(self) -> None:
         self._watchdog = None

@@ -59,6 +59,7 @@ class Reservation:
     plan: Plan
     estimated_tokens: int
     headers: list[tuple[bytes, bytes]]
+    epoch: int = 0  # the Redis run it was made in (usage.resp.RedisPipe.epoch)
 
 
 def _rate_limits(tenant: TenantInfo, key_id: int, key_rpm: int | None) -> list[RateLimit]:
@@ -238,7 +239,7 @@ class Limits:
                 headers=headers,
             )
         assert admission.status == ADMITTED  # noqa: S101 - the script returns nothing else
-        return Reservation(plan, estimated_tokens, headers)
+        return Reservation(plan, estimated_tokens, headers, self.limiter.epoch())
 
     def _unavailable(self, plan: Plan, tenant: TenantInfo, exc: Exception) -> None:
         guards_money = plan.credits is not None or any(b.is_hard for b in plan.budgets)
@@ -300,15 +301,14 @@ class Limits:
         self, reservation: Reservation, *, cost: Decimal, tokens: int, debit: Decimal
     ) -> None:
         """Queue the replacement of the reservation by what the request cost."""
-        self._settles.append(
-            Limiter.settle_call(
-                reservation.plan,
-                int(time.time() * 1000),
-                actual_units=to_units(cost),
-                actual_tokens=tokens,
-                credit_units=to_units(debit),
-            )
+        keys, args = Limiter.settle_call(
+            reservation.plan,
+            int(time.time() * 1000),
+            actual_units=to_units(cost),
+            actual_tokens=tokens,
+            credit_units=to_units(debit),
         )
+        self._settles.append((keys, args, reservation.epoch))
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(SETTLE_BATCH_SECONDS, self._start_flush)
@@ -325,12 +325,14 @@ class Limits:
             if not batch:
                 return
             try:
-                await self.limiter.settle_many(batch)
+                batch = await self._current(batch)
+                await self.limiter.settle_many([(keys, args) for keys, args, _ in batch])
                 return
             except SettleError as exc:
                 LIMITS_UNAVAILABLE.labels(kind="settle").inc()
                 logger.error("limits.settle_failed", extra={"settles": len(exc.failed)})
-                batch = exc.failed
+                epoch = self.limiter.epoch()
+                batch = [(keys, args, epoch) for keys, args in exc.failed]
                 await asyncio.sleep(0.2 * (attempt + 1))
             except (redis.RedisError, OSError):
                 LIMITS_UNAVAILABLE.labels(kind="settle").inc()
@@ -338,6 +340,22 @@ class Limits:
                 await asyncio.sleep(0.2 * (attempt + 1))
         # Still failing: these reservations stay counted until their period's keys expire
         # (credit reservations until Redis loses them); logged and counted above.
+
+    async def _current(self, batch: list[tuple]) -> list[tuple]:
+        """Drop settles of reservations made before Redis restarted.
+
+        A restarted Redis has lost those reservations, and its spend counters are seeded
+        afresh from the database, which holds (or is about to hold) these requests' usage:
+        applying them would count their cost twice.
+        """
+        epoch = await self.limiter.current_epoch()
+        current = [call for call in batch if call[2] == epoch]
+        if len(current) < len(batch):
+            logger.warning(
+                "limits.settles_dropped_after_redis_restart",
+                extra={"settles": len(batch) - len(current)},
+            )
+        return current
 
 
 def _db(fn, **kwargs):

@@ -131,16 +131,6 @@ def test_a_redis_restart_under_load_loses_no_usage_and_reseeds_spend_from_the_da
     assert 'switchyard_limits_unavailable_total{kind="admit"}' in metrics
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "routing/gateway/limits.py: a settle that failed while Redis was down is retried "
-        "(flush_settles, up to 0.6 s later) against the restarted, empty Redis, after another "
-        "request has re-seeded the spend counter from a database that already holds that "
-        "request's usage row: its cost is counted twice (over-count, so the cap errs safe)."
-    ),
-)
 def test_a_quick_redis_restart_reseeds_the_spend_counter_to_exactly_the_database_spend(
     world, gateway_process, restartable_redis
 ):
