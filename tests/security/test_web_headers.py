@@ -106,7 +106,7 @@ def test_tenant_pages_hold_no_inline_script_handler_or_style_element(client, ten
         assert response.status_code == 200, path
         assert inline_code(response) == [], path
     # The page that shows a new API key once (its copy buttons are page.js's).
-    created = client.post("/api-keys/new/", {"name": "ci", "scopes": ["models"]})
+    created = client.post("/api-keys/new/", {"name": "ci", "scopes": ["models"]}, follow=True)
     assert created.status_code == 200
     assert b"data-copy=" in created.content
     assert inline_code(created) == []
