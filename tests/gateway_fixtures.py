@@ -118,8 +118,11 @@ def live_gateway(django_db_setup, django_db_blocker) -> Iterator[LiveGateway]:
 
 @pytest.fixture
 def gateway(live_gateway: LiveGateway, transactional_db, sim) -> Iterator[LiveGateway]:
-    """The live gateway with the simulator clean; usage of earlier tests never leaks in."""
+    """The live gateway with the simulator clean; usage of earlier tests never leaks in, nor
+    an address refused for their failed authentications (Redis is flushed per test, the
+    gateway's in-process list of refused addresses is not)."""
     live_gateway.state.sink.pending.clear()
+    live_gateway.app.gateway.auth_failures.blocked.clear()
     yield live_gateway
     live_gateway.state.sink.pending.clear()
     live_gateway.wait_for_usage_writer()
