@@ -69,6 +69,12 @@ def format_count(value: int | float) -> str:
     return f"{round(value):,}"
 
 
+def counted(value: int | float, noun: str, plural: str | None = None) -> str:
+    """1 attempt, 2 attempts, 1,000 attempts."""
+    number = round(value)
+    return f"{number:,} {noun if number == 1 else (plural or noun + 's')}"
+
+
 def short_count(value: float) -> str:
     """1234 -> 1.2k; for axis labels."""
     for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
@@ -114,12 +120,19 @@ def format_ms(ms: int | float | None) -> str:
     return f"{round(ms)} ms"
 
 
-def nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 x 10^k at or above `value` (an axis maximum)."""
+def nice_ceiling(value: float, *, whole: bool = False) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k at or above `value` (an axis maximum).
+
+    `whole`: the axis counts things, so its maximum and its half-way gridline must both be
+    whole numbers (never "2.5 requests"): up to 10, the next even number (2 at least);
+    above, 2.5 x 10^k is skipped (its half, 12.5, is not whole).
+    """
+    if whole and value <= 10:
+        return float(max(2, math.ceil(value) + math.ceil(value) % 2))
     if value <= 0:
         return 1.0
     magnitude = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    for step in (1, 2, 5, 10) if whole else (1, 2, 2.5, 5, 10):
         if value <= step * magnitude:
             return step * magnitude
     return 10 * magnitude  # pragma: no cover - the loop always returns
@@ -226,11 +239,13 @@ def column_chart(
     value_format: Callable[[float], str] = short_count,
     height: int = HEIGHT,
     pending_from: int | None = None,
+    whole: bool = False,
 ) -> str:
     """Vertical bars, stacked by `series`, with a value axis and sparse axis labels;
-    columns from `pending_from` on are marked incomplete."""
+    columns from `pending_from` on are marked incomplete. `whole`: the values are counts,
+    so the axis is labelled in whole numbers."""
     plot_height = height - TOP - BOTTOM
-    maximum = nice_ceiling(max((sum(c.values) for c in columns), default=0))
+    maximum = nice_ceiling(max((sum(c.values) for c in columns), default=0), whole=whole)
     slot = 100 / max(len(columns), 1)
     # Gaps between bars while there is room for them (a week by the hour has none).
     gap = slot * 0.2 if len(columns) <= MAX_COLUMNS_WITH_GAPS else 0
@@ -380,16 +395,52 @@ class Tile:
     title: str = ""
 
 
-LATENCY_NOTE = "Read off the hourly latency histogram: exact to its buckets, interpolated inside."
+NBSP = "\u00a0"
+# Above this a tile shows a count as 12.3M (the exact number in its tooltip): a tile is
+# ~130 px wide on a desktop, and "52,254,808" broke in the middle of the number.
+TILE_EXACT_BELOW = 1_000_000
 
 
-def _percentile_text(report: Dashboard, fraction: float) -> str:
+def _count_tile(label: str, count: int, detail: str, noun: str) -> Tile:
+    if count < TILE_EXACT_BELOW:
+        return Tile(label, format_count(count), detail)
+    return Tile(label, short_count(count), detail, counted(count, noun))
+
+
+LATENCY_NOTE = (
+    "An estimate: the hourly rollups keep latencies as a histogram, so the bucket is exact "
+    "and the value inside it assumes latencies spread evenly across the bucket."
+)
+
+
+EN_DASH = "\u2013"
+
+
+def ms_range(low: int, high: int) -> str:
+    """up to 100 ms, 100-250 ms, 500 ms-1 s, 1-2.5 s (with an en dash)."""
+    if low == 0:
+        return f"up to {format_ms(high)}"
+    if high < 1000:
+        return f"{low}{EN_DASH}{high} ms"
+    if low >= 1000:
+        return f"{format_ms(low).removesuffix(' s')}{EN_DASH}{format_ms(high)}"
+    return f"{format_ms(low)}{EN_DASH}{format_ms(high)}"
+
+
+def _percentile_tile(label: str, report: Dashboard, fraction: float, detail: str) -> Tile:
+    """A percentile's estimate, with the histogram bucket that certainly holds it."""
     percentile = report.totals.latency_percentile(fraction)
     if percentile is None:
-        return "-"
-    if percentile.ms is None:
-        return f"> {format_ms(percentile.above_ms)}"
-    return format_ms(percentile.ms)
+        return Tile(label, "-", detail or "no attempts")
+    if percentile.high_ms is None:
+        value = f"> {format_ms(percentile.low_ms)}"
+        bucket = "above the histogram's last bound"
+    else:
+        value = format_ms(percentile.ms)  # "(est.)" in the label: "≈ 194 ms" did not fit
+        bucket = ms_range(percentile.low_ms, percentile.high_ms)
+        bucket = f"in {bucket}" if percentile.low_ms else bucket
+    detail = " · ".join(part for part in (bucket, detail) if part)
+    return Tile(label, value.replace(" ", NBSP), detail, LATENCY_NOTE)
 
 
 def dashboard_tiles(report: Dashboard) -> list[Tile]:
@@ -397,29 +448,31 @@ def dashboard_tiles(report: Dashboard) -> list[Tile]:
     totals = report.totals
     rate = totals.error_rate
     return [
-        Tile("Requests", format_count(totals.requests), "successful attempts"),
-        Tile(
+        _count_tile("Requests", totals.requests, "successful attempts", "request"),
+        _count_tile(
             "Errors",
-            format_count(totals.errors),
-            f"{rate} % of {format_count(totals.attempts)} attempts"
+            totals.errors,
+            f"{rate} % of {counted(totals.attempts, 'attempt')}"
             if rate is not None
             else "no attempts",
+            "error",
         ),
-        Tile(
+        _count_tile(
             "Tokens",
-            format_count(totals.tokens),
+            totals.tokens,
             f"{short_count(totals.input_tokens)} in · "
             f"{short_count(totals.cached_tokens)} cached · "
             f"{short_count(totals.output_tokens)} out",
+            "token",
         ),
         Tile("Cost", format_usd(totals.cost_usd), "at provider prices"),
-        Tile(
-            "Latency p50",
-            _percentile_text(report, 0.5),
-            f"mean {format_ms(totals.avg_latency_ms)}",
-            LATENCY_NOTE,
+        _percentile_tile(
+            "Latency p50 (est.)",
+            report,
+            0.5,
+            f"mean {format_ms(totals.avg_latency_ms)}" if totals.attempts else "",
         ),
-        Tile("Latency p95", _percentile_text(report, 0.95), "estimated", LATENCY_NOTE),
+        _percentile_tile("Latency p95 (est.)", report, 0.95, ""),
     ]
 
 
@@ -478,12 +531,13 @@ def dashboard_charts(report: Dashboard) -> dict[str, Any]:
             Column(
                 tick,
                 (point.requests, point.errors),
-                f"{_when(point.start, window)}: {format_count(point.requests)} "
-                f"requests, {format_count(point.errors)} errors",
+                f"{_when(point.start, window)}: {counted(point.requests, 'request')}, "
+                f"{counted(point.errors, 'error')}",
             )
             for tick, point in zip(ticks, series, strict=True)
         ],
         series=[REQUESTS, ERRORS],
+        whole=True,
         pending_from=pending,
         chart_id="chart-requests",
         title="Requests over time",
@@ -511,7 +565,7 @@ def dashboard_charts(report: Dashboard) -> dict[str, Any]:
                 group.label,
                 tuple((name, float(count)) for name, count in group.parts)
                 or (("(no model)", float(group.totals.tokens)),),
-                f"{group.label}: {format_count(group.totals.tokens)} tokens",
+                f"{group.label}: {counted(group.totals.tokens, 'token')}",
             )
             for group in with_tokens
         ],
@@ -522,10 +576,11 @@ def dashboard_charts(report: Dashboard) -> dict[str, Any]:
     buckets = report.totals.latency_buckets
     latency = column_chart(
         [
-            Column(tick, (count,), f"{span}: {format_count(count)} attempts")
+            Column(tick, (count,), f"{span}: {counted(count, 'attempt')}")
             for tick, span, count in zip(LATENCY_TICKS, LATENCY_RANGES, buckets, strict=True)
         ],
         series=[Series("Attempts", "bar-alt")],
+        whole=True,
         chart_id="chart-latency",
         title="Latency histogram",
         description="Attempts per latency range.",

@@ -220,11 +220,17 @@ class Totals:
 
 @dataclass(frozen=True, slots=True)
 class Percentile:
-    """A latency read off the histogram: `ms` interpolated inside its bucket, or None when
-    the bucket is the open-ended last one (then it is "over `above_ms`")."""
+    """A latency read off the histogram: exactly which bucket (`low_ms`, `high_ms`] holds
+    it, and an estimate `ms` interpolated inside that bucket. The last bucket is open-ended
+    (`high_ms` None): nothing can be estimated there, `ms` is None."""
 
     ms: int | None
-    above_ms: int | None = None
+    low_ms: int
+    high_ms: int | None
+
+    @property
+    def above_ms(self) -> int | None:
+        return self.low_ms if self.high_ms is None else None
 
 
 def latency_percentile(buckets: Sequence[int], fraction: float) -> Percentile | None:
@@ -238,10 +244,11 @@ def latency_percentile(buckets: Sequence[int], fraction: float) -> Percentile | 
     lower = 0
     for count, upper in zip(buckets, LATENCY_BUCKETS_MS, strict=False):
         if count and seen + count >= target:
-            return Percentile(ms=round(lower + (target - seen) / count * (upper - lower)))
+            estimate = round(lower + (target - seen) / count * (upper - lower))
+            return Percentile(ms=estimate, low_ms=lower, high_ms=upper)
         seen += count
         lower = upper
-    return Percentile(ms=None, above_ms=LATENCY_BUCKETS_MS[-1])
+    return Percentile(ms=None, low_ms=LATENCY_BUCKETS_MS[-1], high_ms=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,13 +25,15 @@ from tests.factories import (
     ProviderFactory,
     TenantAPIKeyFactory,
 )
+from usage.charts import nice_ceiling
 from usage.choices import Outcome
 from usage.dashboard import (
     LATENCY_COLUMNS,
+    Percentile,
     dashboard_window,
     latency_percentile,
 )
-from usage.models import UsageRecord, UsageRollup
+from usage.models import TenantUsageRollup, UsageRecord, UsageRollup
 from usage.rollups import roll_up_usage
 
 URL = reverse("usage:dashboard")
@@ -526,9 +528,62 @@ def test_latency_percentiles_interpolate_inside_the_histogram_buckets():
     buckets = [10, 10, 0, 0, 0, 0, 0, 0]
 
     assert latency_percentile(buckets, 0.5).ms == 100
-    assert latency_percentile(buckets, 0.75).ms == 175
+    assert latency_percentile(buckets, 0.75) == Percentile(ms=175, low_ms=100, high_ms=250)
     assert latency_percentile([0, 0, 0, 0, 0, 0, 0, 3], 0.5).above_ms == 10000
     assert latency_percentile([0] * 8, 0.5) is None
+
+
+def test_latency_tiles_say_they_are_estimates_and_which_bucket_holds_them(client, tenant):
+    sign_in(client, tenant, "owner")
+    add_records(tenant, count=6, ago=timedelta(hours=2))  # 80, 240, 420, 900, 3000, 12000 ms
+    roll_up()
+
+    tiles = {tile.label: tile for tile in client.get(URL).context["tiles"]}
+
+    p50, p95 = tiles["Latency p50 (est.)"], tiles["Latency p95 (est.)"]
+    # The third of six attempts is the median: the top of the (250, 500] bucket.
+    assert (p50.value, p50.detail) == ("500\u00a0ms", "in 250\u2013500 ms · mean 2.8 s")
+    assert (p95.value, p95.detail) == (">\u00a010\u00a0s", "above the histogram's last bound")
+    assert "estimate" in p50.title
+
+
+@pytest.mark.parametrize(
+    ("count", "axis"),
+    [(0.5, 2), (1, 2), (3, 4), (7, 8), (10, 10), (11, 20), (23, 50), (240, 500), (2600, 5000)],
+)
+def test_count_axes_end_on_a_whole_number_with_a_whole_half(count, axis):
+    assert nice_ceiling(count, whole=True) == axis
+    assert (axis / 2) == int(axis / 2)
+
+
+def test_charts_of_few_requests_have_whole_numbers_on_their_axes(client, tenant):
+    sign_in(client, tenant, "owner")
+    add_records(tenant, count=3, ago=timedelta(hours=2))  # 2 requests, 1 error in one hour
+    roll_up()
+
+    content = client.get(URL, {"period": "24h"}).content.decode()
+
+    for chart in ("chart-requests", "chart-latency"):
+        svg = content.split(f'id="{chart}"', 1)[1].split("</svg>", 1)[0]
+        labels = re.findall(r'<text x="2" [^>]*>([^<]*)</text>', svg)
+        assert labels == ["0", "1", "2"] if chart == "chart-latency" else ["0", "2", "4"]
+    assert "2 requests, 1 error<" in content
+    assert "Up to 100 ms: 1 attempt<" in content
+
+
+def test_counts_are_singular_for_one_and_big_tiles_stay_short(client, tenant):
+    sign_in(client, tenant, "owner")
+    add_records(tenant, count=1, ago=timedelta(hours=2))
+    roll_up()
+    UsageRollup.objects.update(input_tokens=52_254_808)
+    TenantUsageRollup.objects.update(input_tokens=52_254_808)
+
+    tiles = {tile.label: tile for tile in client.get(URL).context["tiles"]}
+
+    assert tiles["Errors"].detail == "0.0 % of 1 attempt"
+    assert tiles["Tokens"].value == "52.3M"
+    assert tiles["Tokens"].title == "52,254,828 tokens"  # and 20 output tokens
+    assert (tiles["Requests"].value, tiles["Requests"].title) == ("1", "")
 
 
 @pytest.mark.parametrize("role", ["owner", "member"])
