@@ -46,9 +46,10 @@ from tests.factories import (
 )
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
-# 43 operations x 2 modes x 10 examples: about 40 s on this 2-core machine. Each extra
-# example per mode costs ~4 s; 25 took 100 s and found nothing more.
-EXAMPLES_PER_MODE = 10
+# ~45 operations x 2 modes x 5 examples: about 20 s on this 2-core machine when idle, 45 s
+# with the rest of the suite running beside it. 25 per mode (100 s idle) found the two 500s
+# fixed with it; test_validation.py keeps those as plain regression tests.
+EXAMPLES_PER_MODE = 5
 
 
 @pytest.fixture
@@ -122,7 +123,7 @@ def _fixed_path(operation, ids: dict[str, int]) -> dict | None:
     return None
 
 
-@pytest.mark.timeout(180)  # a hard ceiling well above the ~40 s it takes, for a loaded machine
+@pytest.mark.timeout(180)  # a hard ceiling far above what it takes, for a loaded machine
 def test_no_generated_request_gets_a_5xx_or_an_answer_outside_the_schema(
     schema, seeded, credentials
 ):
