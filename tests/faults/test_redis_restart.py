@@ -131,49 +131,101 @@ def test_a_redis_restart_under_load_loses_no_usage_and_reseeds_spend_from_the_da
     assert 'switchyard_limits_unavailable_total{kind="admit"}' in metrics
 
 
-def test_a_quick_redis_restart_reseeds_the_spend_counter_to_exactly_the_database_spend(
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "routing/gateway/limits.py: since f2d7e80 a settle of a reservation made before the "
+        "restart is dropped, but a request still under way when the spend counter is re-seeded "
+        "writes its usage row after the seed read the database: its cost is counted nowhere "
+        "(an under-count: the hard cap lets that much more through). Before f2d7e80 the same "
+        "test over-counted the requests that ended while Redis was away (a retried settle)."
+    ),
+)
+def test_requests_under_way_across_a_quick_redis_restart_are_counted_once_in_the_new_counter(
     world, gateway_process, restartable_redis
 ):
+    """Redis restarts (empty) in 0.4 s. Short requests (0.3 s upstream) end while it is away
+    (their settles fail, their rows reach the database before the re-seed); long ones (2 s)
+    are under way for the whole restart (their rows come after it); quick ones keep coming,
+    so the spend counter is re-seeded from the database at once. When all have ended the
+    counter must equal the database's spend: each request counted once, not twice, not
+    zero times."""
     enterprise = Plan.objects.get(slug="enterprise")
     unthrottle(enterprise)
-    # 300 ms upstream: requests are always in flight when Redis goes, and end while it is
-    # away, so their settles fail and are retried after it is back.
-    slow = add_provider(world.sim.url, "slow", path="/latency/300")
-    platform_key(slow, "sim-platform-slow-0005")
-    CatalogModelFactory(provider=slow, model_id="sim-slow", name="sim-slow")
+    for name, ms in (("short", 300), ("long", 2000)):
+        provider = add_provider(world.sim.url, name, path=f"/latency/{ms}")
+        platform_key(provider, f"sim-platform-{name}-0005")
+        CatalogModelFactory(provider=provider, model_id=f"sim-{name}", name=f"sim-{name}")
     capped = TenantFactory(slug="capped", plan=enterprise)
     SpendingCap.objects.create(
         tenant=capped, scope=CapScope.TENANT, amount_usd=Decimal(50), mode="hard"
     )
     key = TenantAPIKeyFactory(tenant=capped).raw_key
     server = gateway_process(REDIS_URL=restartable_redis.url)
-    body = {**BODY, "model": "sim-slow"}
+    loads = {
+        "long": Load(server.url, concurrency=4),
+        "short": Load(server.url, concurrency=4),
+        "quick": Load(server.url, concurrency=4, pause=0.02),
+    }
+    jobs = {
+        name: Job(key, {**BODY, "model": "sim-eco" if name == "quick" else f"sim-{name}"})
+        for name in loads
+    }
     marks: dict[str, float] = {}
 
     async def restart_quickly(load: Load) -> None:
-        await load.wait_for(lambda a: sum(x.ok for x in a) >= 24, 20)
+        # The four long workers run in step: once the first four answers are in, the next
+        # four requests have just left, and are under way for the whole restart.
+        await loads["long"].wait_for(lambda a: sum(x.ok for x in a) >= 4, 30)
+        await asyncio.sleep(0.3)
+        marks["killed"] = time.monotonic()
         restartable_redis.kill()
         await asyncio.sleep(0.4)
         await asyncio.to_thread(restartable_redis.start)
         marks["restarted"] = time.monotonic()
-        await load.wait_for(
-            lambda a: sum(x.sent_at > marks["restarted"] and x.ok for x in a) >= 24, 20
+        loads["long"].stopped = True
+        await loads["long"].wait_for(lambda a: len(a) >= 8, 30)
+        loads["short"].stopped = loads["quick"].stopped = True
+
+    async def run_all() -> None:
+        await asyncio.gather(
+            *(
+                load.run(lambda job=jobs[name]: job, restart_quickly if name == "long" else None)
+                for name, load in loads.items()
+            )
         )
 
-    load = Load(server.url, concurrency=8)
-    answers = asyncio.run(load.run(lambda: Job(key, body), restart_quickly))
+    asyncio.run(run_all())
 
+    answers = [a for load in loads.values() for a in load.answers]
+    assert set(tally(answers)) <= {(200, None), (503, "limits_unavailable")}
+    ended_while_away = [
+        a
+        for a in loads["short"].answers
+        if a.ok and a.sent_at < marks["killed"] < a.ended_at < marks["restarted"]
+    ]
+    across = [
+        a
+        for a in loads["long"].answers
+        if a.ok and a.sent_at < marks["killed"] and a.ended_at > marks["restarted"]
+    ]
+    if not ended_while_away or not across:
+        pytest.fail("the restart did not fall where the test needs it: nothing was tested")
     served = sum(a.ok for a in answers)
-    assert served >= 48
     deadline = time.monotonic() + 15
     while UsageRecord.objects.filter(tenant=capped).count() < served:
-        assert time.monotonic() < deadline, "usage rows missing"
+        if time.monotonic() > deadline:
+            pytest.fail("usage rows missing")
         time.sleep(0.2)
     time.sleep(1.5)  # every settle retry has run
     live = redis.Redis.from_url(restartable_redis.url)
     start, end = period_bounds(capped.billing_day, timezone.now())
     spent_key, _ = counters.budget_keys("t", str(capped.pk), start.date())
-    db_spent = selectors.spent_between(tenant_id=capped.pk, start=start, end=end)
+    db_spent = to_units(selectors.spent_between(tenant_id=capped.pk, start=start, end=end))
     counted = int(live.get(spent_key))
     live.close()
-    assert counted == to_units(db_spent)
+    assert counted == db_spent, (
+        f"counter {counted} vs database {db_spent} units; {len(ended_while_away)} requests "
+        f"ended while Redis was away, {len(across)} were under way across the restart"
+    )
