@@ -10,14 +10,16 @@ page with Django's test Client: the dashboard over 24 hours, 7 and 30 days for t
 tenant, one end user, one API key and one provider, a few more periods and filters, a
 member's view, and the spending page with the gateway's counters absent (cold) and present
 (warm). Each figure is the median of 5 requests after one warm-up; the target is 300 ms.
-Prints a Markdown table. Drop the database afterwards (`dropdb -h 127.0.0.1 -U postgres
-sy_dash_bench`): 10M records take ~4 GB.
+Prints a Markdown table.
 
-    --records N    records of the busy tenant (default 1,000,000; its neighbour gets 5 %)
+    --records N [N ...]  records of the busy tenant (default 1,000,000; its neighbour gets
+                   5 %); several sizes run one after the other, each in DB_<size>
+                   (`--records 1000000 10000000`: sy_dash_bench_1m, sy_dash_bench_10m)
     --days D       spread over the last D days (default 30)
     --end-users U  distinct end users of the busy tenant (default 400)
     --database DB  the scratch database (default sy_dash_bench; dropped and created)
     --reuse        keep the database if it already holds the records (skip generation)
+    --drop         drop the database when done (10M records take ~3.5 GB)
 
 Set REDIS_URL to time against a real Redis (the spend counters the spending page reads);
 without it they live in an in-process fakeredis.
@@ -263,12 +265,13 @@ def sizes() -> dict[str, str]:
     from django.db import connection
 
     with connection.cursor() as cursor:
+        # reltuples: ANALYZE's count (the statistics collector's lags behind bulk inserts).
         cursor.execute(
-            "SELECT relname, n_live_tup, pg_size_pretty(pg_total_relation_size(relid)) "
-            "FROM pg_stat_user_tables WHERE relname = ANY(%s) ORDER BY relname DESC",
+            "SELECT relname, reltuples::bigint, pg_size_pretty(pg_total_relation_size(oid)) "
+            "FROM pg_class WHERE relname = ANY(%s) ORDER BY relname DESC",
             [["usage_usagerecord", *ROLLUP_TABLES]],
         )
-        return {name: f"{rows:,} rows, {size}" for name, rows, size in cursor.fetchall()}
+        return {name: f"~{rows:,} rows, {size}" for name, rows, size in cursor.fetchall()}
 
 
 def new_rollup_run() -> None:
@@ -417,12 +420,17 @@ def existing_world() -> dict | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--records", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--end-users", type=int, default=400)
     parser.add_argument("--database", default="sy_dash_bench")
     parser.add_argument("--reuse", action="store_true")
+    parser.add_argument("--drop", action="store_true")
     args = parser.parse_args()
+    if len(args.records) > 1:
+        each_size(args)
+        return
+    (records,) = args.records
 
     configure(args.database)
     existed = recreate_database(args.database, reuse=args.reuse)
@@ -442,10 +450,8 @@ def main() -> None:
     notes = []
     if world is None:
         world = build_world(args.end_users)
-        seconds = generate(world, records=args.records, days=args.days)
-        notes.append(
-            f"generated {args.records:,} records (+5 % for a neighbour) in {seconds:.0f} s"
-        )
+        seconds = generate(world, records=records, days=args.days)
+        notes.append(f"generated {records:,} records (+5 % for a neighbour) in {seconds:.0f} s")
         seconds = roll_up()
         notes.append(f"rolled up in {seconds:.0f} s")
         make_caps(world)
@@ -499,7 +505,7 @@ def main() -> None:
         f"({os.cpu_count()} CPUs)"
     )
 
-    out(f"\n## Usage pages, {args.records:,} records of one tenant over {args.days} days\n")
+    out(f"\n## Usage pages, {records:,} records of one tenant over {args.days} days\n")
     for note in notes:
         out(f"- {note}")
     out(
@@ -517,6 +523,39 @@ def main() -> None:
             f"| {page} | {who} | {label} | {span(cold)} | {cold.cpu:.0f} / {cold.db:.0f} "
             f"| {span(warm)} | {cold.queries} | {verdict} |"
         )
+
+    if args.drop:
+        drop_database(args.database)
+
+
+def each_size(args: argparse.Namespace) -> None:
+    """One run per --records value, each in its own process and database (Django settles on
+    one database per process): sy_dash_bench_1m, sy_dash_bench_10m, ..."""
+    import subprocess
+
+    for records in args.records:
+        command = [sys.executable, "-m", "tests.load.bench_dashboard", "--records", str(records)]
+        command += ["--days", str(args.days), "--end-users", str(args.end_users)]
+        command += ["--database", f"{args.database}_{short_size(records)}"]
+        command += ["--reuse"] * args.reuse + ["--drop"] * args.drop
+        subprocess.run(command, check=True)  # noqa: S603 - this module, our arguments
+
+
+def short_size(records: int) -> str:
+    for size, suffix in ((1_000_000, "m"), (1_000, "k")):
+        if records >= size and records % size == 0:
+            return f"{records // size}{suffix}"
+    return str(records)
+
+
+def drop_database(database: str) -> None:
+    import psycopg
+    from django.db import connections
+
+    connections.close_all()
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+    progress(f"dropped {database}")
 
 
 def span(timing: Timing) -> str:
