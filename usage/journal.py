@@ -149,7 +149,7 @@ def replay(folder: Path | None = None) -> int:
         try:
             with open(fd, "rb", closefd=False) as handle:
                 entries = [decode(line) for line in handle if line.endswith(b"\n")]
-            missing = _not_recorded(entries)
+            missing = not_recorded(entries)
             if missing:
                 write_usage(missing)
                 inserted += len(missing)
@@ -163,7 +163,7 @@ def replay(folder: Path | None = None) -> int:
     return inserted
 
 
-def _not_recorded(entries: list[UsageEntry]) -> list[UsageEntry]:
+def not_recorded(entries: list[UsageEntry]) -> list[UsageEntry]:
     """The entries without a row yet, found through the (tenant, created_at) index."""
     from usage.models import UsageRecord
 

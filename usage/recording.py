@@ -102,7 +102,7 @@ def write_usage(entries: Sequence[UsageEntry]) -> int:
                 e.cost_usd,
                 e.latency_ms,
                 e.ttft_ms,
-                e.error[:ERROR_CHARS],
+                e.error[:ERROR_CHARS].replace("\x00", "") if e.error else "",
             )
             for e in entries
         ]

@@ -148,6 +148,9 @@ def _user(body: dict[str, Any]) -> str | None:
         return None
     if not isinstance(user, str) or len(user) > 128:
         raise bad_request("'user' must be a string of at most 128 characters.", param="user")
+    if not user.isprintable():
+        # It becomes an end user's id, shown on pages and stored (PostgreSQL refuses NUL).
+        raise bad_request("'user' must not contain control or separator characters.", param="user")
     return user
 
 

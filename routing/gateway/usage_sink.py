@@ -15,10 +15,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime
 
-from django.db import close_old_connections
+from django.db import DataError, IntegrityError, close_old_connections
+from django.utils import timezone
 
 from providers.services import stamp_keys_used
+from tenants.audit import KEY_USE_SAMPLE_INTERVAL, record_keys_used
 from usage import journal
 from usage.entries import UsageEntry
 from usage.recording import latest_by, write_usage
@@ -30,17 +33,56 @@ logger = logging.getLogger(__name__)
 MAX_PENDING = 1_000_000
 
 
-def _write(entries: list[UsageEntry], verify: bool = False) -> None:
+def _write(
+    entries: list[UsageEntry], verify: bool = False, audited: dict[int, float] | None = None
+) -> None:
     close_old_connections()
     try:
         if verify:
             # A write that failed may have committed all the same (the connection dropped
             # after COMMIT reached the server): insert only what the database lacks.
-            entries = journal._not_recorded(entries)
+            entries = journal.not_recorded(entries)
         write_usage(entries)
-        stamp_keys_used(last_used=latest_by(entries, "provider_key_id"))
+        last_used = latest_by(entries, "provider_key_id")
+        stamp_keys_used(last_used=last_used)
+        _audit_key_use(entries, last_used, audited if audited is not None else {})
     finally:
         close_old_connections()
+
+
+def _audit_key_use(
+    entries: list[UsageEntry], last_used: dict[int, datetime], audited: dict[int, float]
+) -> None:
+    """The audit log's sampled "router used this key" entry, at most one per key per hour.
+
+    `audited` remembers which keys this process saw noted, so most batches skip the
+    database check that record_keys_used makes across processes.
+    """
+    now = time.monotonic()
+    due = {pk for pk in last_used if audited.get(pk, 0.0) <= now}
+    if not due:
+        return
+    record_keys_used(
+        [(e.tenant_id, e.provider_key_id) for e in entries if e.provider_key_id in due],
+        timezone.now(),
+    )
+    for pk in due:
+        audited[pk] = now + KEY_USE_SAMPLE_INTERVAL.total_seconds()
+
+
+def _salvage(entries: list[UsageEntry]) -> list[UsageEntry]:
+    """Write `entries` one by one (skipping any already stored); return those refused."""
+    refused = []
+    for entry in entries:
+        try:
+            _write([entry], verify=True)
+        except (DataError, IntegrityError):
+            logger.exception(
+                "usage_sink.entry_refused",
+                extra={"request_id": str(entry.request_id), "tenant_id": entry.tenant_id},
+            )
+            refused.append(entry)
+    return refused
 
 
 def _replay() -> int:
@@ -63,6 +105,7 @@ class UsageSink:
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self._verify = False  # a write failed: retried entries may be in the database
+        self._audited: dict[int, float] = {}  # provider key -> when its use is next audited
         folder = journal.directory()
         self.journal = journal.Journal(folder) if folder else None
         self._replay_due = self.journal is not None
@@ -110,15 +153,21 @@ class UsageSink:
                 batch = taken[start : start + chunk]
                 started = time.perf_counter()
                 try:
-                    await asyncio.to_thread(_write, batch, self._verify)
+                    try:
+                        await asyncio.to_thread(_write, batch, self._verify, self._audited)
+                    except (DataError, IntegrityError):
+                        # The database answered but refused the data: retrying the same
+                        # batch would fail forever and hold back every later entry. Write
+                        # what it takes one entry at a time; log and count the rest.
+                        logger.exception(
+                            "usage_sink.batch_refused", extra={"entries": len(batch)}
+                        )
+                        refused = await asyncio.to_thread(_salvage, batch)
+                        self.dropped += len(refused)
+                        batch = [e for e in batch if e not in refused]
                 except Exception:  # a boundary: keep the rest, retry next round
                     logger.exception("usage_sink.write_failed", extra={"entries": len(batch)})
-                    self._verify = True
-                    self.pending[:0] = taken[start:]
-                    overflow = len(self.pending) - MAX_PENDING
-                    if overflow > 0:
-                        del self.pending[:overflow]
-                        self.dropped += overflow
+                    self._keep(taken[start:])
                     return
                 self.written += len(batch)
                 logger.debug(
@@ -131,6 +180,15 @@ class UsageSink:
             self._verify = False
             if self.journal is not None:
                 self.journal.release()
+
+    def _keep(self, unwritten: list[UsageEntry]) -> None:
+        """Put back what a failed write left, for the next round (bounded by MAX_PENDING)."""
+        self._verify = True  # the failed write may have committed: check before inserting
+        self.pending[:0] = unwritten
+        overflow = len(self.pending) - MAX_PENDING
+        if overflow > 0:
+            del self.pending[:overflow]
+            self.dropped += overflow
 
     async def close(self) -> None:
         if self._task is not None:

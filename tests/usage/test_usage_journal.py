@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -144,3 +145,27 @@ def test_a_gateway_killed_with_sigkill_loses_no_answered_request(world, gateway_
     time.sleep(1)  # and nothing is written twice (a second replay, the live writer)
     assert records_for(answered) == len(answered)
     assert UsageRecord.objects.filter(tenant=world.tenant).count() == len(answered)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_entry_the_database_refuses_does_not_hold_back_the_others(tenant):
+    from routing.gateway.usage_sink import UsageSink
+
+    good = [entry(tenant.id) for _ in range(3)]
+    poison = entry(tenant.id, end_user_external_id="eve\x00")  # PostgreSQL refuses NUL
+
+    async def go() -> UsageSink:
+        sink = UsageSink(flush_seconds=60, batch_size=100)
+        for e in (good[0], poison, *good[1:]):
+            sink.add(e)
+        await sink.flush()
+        later = entry(tenant.id)
+        sink.add(later)
+        await sink.flush()  # the writer is not stuck on the refused batch
+        await sink.close()
+        return sink, later
+
+    sink, later = asyncio.run(go())
+    written = set(UsageRecord.objects.values_list("request_id", flat=True))
+    assert written == {e.request_id for e in (*good, later)}
+    assert (sink.dropped, sink.pending) == (1, [])
