@@ -29,6 +29,7 @@ from pathlib import Path
 
 import orjson
 from django.conf import settings
+from django.db import DataError, IntegrityError
 
 from usage.entries import UsageEntry
 
@@ -139,8 +140,6 @@ def orphans(folder: Path) -> Iterable[tuple[Path, int]]:
 
 def replay(folder: Path | None = None) -> int:
     """Insert what dead processes journaled and the database lacks; returns rows inserted."""
-    from usage.recording import write_usage
-
     folder = folder or directory()
     if folder is None:
         return 0
@@ -151,8 +150,7 @@ def replay(folder: Path | None = None) -> int:
                 entries = [decode(line) for line in handle if line.endswith(b"\n")]
             missing = not_recorded(entries)
             if missing:
-                write_usage(missing)
-                inserted += len(missing)
+                inserted += write_each_if_refused(missing)
             logger.warning(
                 "usage_journal.replayed",
                 extra={"segment": path.name, "entries": len(entries), "inserted": len(missing)},
@@ -161,6 +159,28 @@ def replay(folder: Path | None = None) -> int:
         finally:
             os.close(fd)
     return inserted
+
+
+def write_each_if_refused(entries: list[UsageEntry]) -> int:
+    """Write `entries` in one go or, if the database refuses the data, one by one, logging
+    and skipping the refused ones (a segment must not be retried forever). Returns how many
+    were written; a database that cannot be reached raises as usual."""
+    from usage.recording import write_usage
+
+    try:
+        return write_usage(entries)
+    except (DataError, IntegrityError):
+        logger.exception("usage_journal.batch_refused", extra={"entries": len(entries)})
+    written = 0
+    for entry in entries:
+        try:
+            written += write_usage([entry])
+        except (DataError, IntegrityError):
+            logger.exception(
+                "usage_journal.entry_refused",
+                extra={"request_id": str(entry.request_id), "tenant_id": entry.tenant_id},
+            )
+    return written
 
 
 def not_recorded(entries: list[UsageEntry]) -> list[UsageEntry]:

@@ -169,3 +169,18 @@ def test_an_entry_the_database_refuses_does_not_hold_back_the_others(tenant):
     written = set(UsageRecord.objects.values_list("request_id", flat=True))
     assert written == {e.request_id for e in (*good, later)}
     assert (sink.dropped, sink.pending) == (1, [])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replayed_entry_the_database_refuses_is_skipped_and_the_segment_goes(tmp_path, tenant):
+    good = [entry(tenant.id) for _ in range(2)]
+    dead = journal.Journal(tmp_path)
+    for e in (good[0], entry(tenant.id, end_user_external_id="eve\x00"), good[1]):
+        dead.append(e)
+    dead.close(delete=False)
+
+    assert journal.replay(tmp_path) == 2
+    assert set(UsageRecord.objects.values_list("request_id", flat=True)) == {
+        e.request_id for e in good
+    }
+    assert not list(tmp_path.iterdir())  # not retried forever
