@@ -19,6 +19,8 @@ from usage import counters
 
 logger = logging.getLogger(__name__)
 
+POLL_FAILURE_LOG_SECONDS = 60
+
 
 class GatewayState:
     """The config snapshot (swapped on version change), health, usage sink, one HTTP session."""
@@ -128,7 +130,13 @@ class GatewayState:
         await session.close()
 
     async def _poll(self) -> None:
-        """Swap the snapshot when the config version moves; refresh cool-downs."""
+        """Swap the snapshot when the config version moves; refresh cool-downs.
+
+        While Redis or the database is away the poll fails several times a second: the first
+        failure is logged with its traceback, then a line a minute until it recovers.
+        """
+        failing_since = None
+        last_said = 0.0
         while True:
             await asyncio.sleep(self.poll_seconds)
             try:
@@ -137,8 +145,25 @@ class GatewayState:
                     await self.reload(version)
                 else:
                     await self.health.refresh(self.snapshot.providers)
-            except Exception:  # a boundary: keep serving the last good snapshot
-                logger.exception("gateway.config_poll_failed")
+            except Exception as exc:  # a boundary: keep serving the last good snapshot
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = last_said = now
+                    logger.exception("gateway.config_poll_failed")
+                elif now - last_said >= POLL_FAILURE_LOG_SECONDS:
+                    last_said = now
+                    logger.warning(
+                        "gateway.config_poll_still_failing %s",
+                        repr(exc)[:200],
+                        extra={"seconds": int(now - failing_since)},
+                    )
+                continue
+            if failing_since is not None:
+                logger.warning(
+                    "gateway.config_poll_recovered",
+                    extra={"seconds": int(time.monotonic() - failing_since)},
+                )
+                failing_since = None
 
 
 def _build(version: str) -> Snapshot:
