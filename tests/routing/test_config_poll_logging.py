@@ -24,6 +24,7 @@ def test_a_failing_poll_logs_its_traceback_once_then_its_recovery(caplog):
 
     class Snapshot:
         version = "1"
+        providers: dict = {}
 
     class Health:
         async def refresh(self, providers) -> None:
