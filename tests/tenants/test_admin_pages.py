@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from providers.choices import KeyScope
+from providers.models import UpstreamHostAllowance
 from routing.models import CatalogPriceChange, CatalogSyncRun
 from tenants.models import Invitation
 from tests.factories import (
@@ -56,6 +57,9 @@ def make_rows(count: int) -> None:
         api_key = TenantAPIKeyFactory(tenant=tenant, end_user=end_user, created_by=user)
         provider = ProviderFactory()
         ProviderFactory(tenant=tenant)  # a tenant's custom endpoint
+        UpstreamHostAllowance.objects.create(
+            host=f"llm-{UpstreamHostAllowance.objects.count()}.internal.example"
+        )
         ProviderKeyFactory(provider=provider, tenant=None, scope=KeyScope.PLATFORM)
         ProviderKeyFactory(provider=provider, tenant=tenant)
         ProviderKeyFactory(provider=provider, tenant=tenant, end_user=end_user, scope=KeyScope.USER)
