@@ -53,12 +53,17 @@ class WorkerProcess:
             ],
             env=environment,
         )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            # Never left behind: an orphan worker would take later tests' tasks.
+            self.stop()
+            raise
 
     def _wait_ready(self) -> None:
         from config.celery import app
 
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a loaded CI machine starts workers slowly
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("the Celery worker exited at start")
