@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
     reason="wrk is not installed (apt-get install -y wrk); the benchmark drives load with it",
 )
 
-BUDGET_S = 60
+BUDGET_S = 150  # a hang guard, not a timing assertion (a quick run takes ~40 s alone)
 NON_STREAMING_ROWS = ("| direct | 1 |", "| gateway | 1 |", "| direct | 16 |", "| gateway | 16 |")
 
 
