@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
+from config.logging import REQUEST_ID
 from routing.gateway.auth import AuthFailures
-from routing.gateway.completions import chat_completions, embeddings
+from routing.gateway.completions import REQUEST_ID_SCOPE_KEY, chat_completions, embeddings
 from routing.gateway.errors import GatewayError, envelope
 from routing.gateway.http import check_content_length, send_json
 from routing.gateway.models_list import list_models
@@ -50,6 +52,10 @@ class GatewayApp:
                 )
             return
         await self._ensure_started()
+        # Made here, not once the caller is known, so refusals carry one too (header and logs).
+        request_id = uuid.uuid4()
+        scope[REQUEST_ID_SCOPE_KEY] = request_id
+        REQUEST_ID.set(request_id.hex)
         try:
             self.auth_failures.refuse_blocked(scope)
             check_content_length(scope, self.state.max_body)
@@ -57,11 +63,15 @@ class GatewayApp:
         except GatewayError as exc:
             if exc.code == "invalid_api_key":
                 exc = await self.auth_failures.failed(scope, self.state.redis, exc)
-            await send_json(send, exc.status, exc.body(), exc.headers)
+            headers = [*exc.headers, (b"x-request-id", request_id.hex.encode())]
+            await send_json(send, exc.status, exc.body(), headers)
         except Exception:  # the boundary: a bug answers 500 in OpenAI's shape, never a traceback
             logger.exception("gateway.unhandled_error", extra={"path": path})
             await send_json(
-                send, 500, envelope(500, "Internal error in the gateway.", code="internal_error")
+                send,
+                500,
+                envelope(500, "Internal error in the gateway.", code="internal_error"),
+                [(b"x-request-id", request_id.hex.encode())],
             )
 
     async def lifespan(self, scope, receive, send) -> None:

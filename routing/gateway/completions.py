@@ -34,16 +34,21 @@ LEVEL_CODES = {
     "precision": PowerLevelCode.PRECISION,
 }
 
+# Where GatewayApp puts the request id it made for the request (an ASGI scope extension key).
+REQUEST_ID_SCOPE_KEY = "switchyard.request_id"
+
 
 def _resolve_caller(
-    snapshot: Snapshot, key: APIKeyInfo, tenant: TenantInfo, user: str | None
+    scope: dict, snapshot: Snapshot, key: APIKeyInfo, tenant: TenantInfo, user: str | None
 ) -> Call:
     """Who the request acts for: a key bound to an end user ignores `user`."""
     external_id = key.end_user_external_id or user
     end_user = snapshot.end_users.get((tenant.id, external_id)) if external_id else None
     end_user_id = key.end_user_id or (end_user.id if end_user else None)
-    request_id = uuid.uuid4()
-    REQUEST_ID.set(request_id.hex)  # the x-request-id, on this request's log lines
+    request_id = scope.get(REQUEST_ID_SCOPE_KEY)
+    if request_id is None:  # called without the app (a test): a fresh one
+        request_id = uuid.uuid4()
+        REQUEST_ID.set(request_id.hex)
     return Call(
         request_id=request_id,
         key=key,
@@ -119,7 +124,7 @@ async def chat_completions(state: GatewayState, scope: dict, receive, send) -> N
     key, tenant = authenticate(scope, snapshot, Scope.COMPLETIONS)
     body = parse_json(raw)
     facts = parse_chat(body)
-    call = _resolve_caller(snapshot, key, tenant, facts.user)
+    call = _resolve_caller(scope, snapshot, key, tenant, facts.user)
     apply_settings(body, facts, call.settings)
     chain = _chain(
         state,
@@ -193,7 +198,7 @@ async def embeddings(state: GatewayState, scope: dict, receive, send) -> None:
     key, tenant = authenticate(scope, snapshot, Scope.EMBEDDINGS)
     body = parse_json(raw)
     model, prompt_tokens, user = parse_embeddings(body)
-    call = _resolve_caller(snapshot, key, tenant, user)
+    call = _resolve_caller(scope, snapshot, key, tenant, user)
     request = _route_request(state, call, model, prompt_tokens=prompt_tokens, mode="embedding")
     # Aliases pick among embedding models of the level; an explicit model is taken as is.
     chain = _chain(state, call, request)
