@@ -8,6 +8,7 @@ limits (hard caps, prepaid credits) fail closed, as configured; both are logged 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -311,7 +312,10 @@ class Limits:
         self._settles.append((keys, args, reservation.epoch))
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(SETTLE_BATCH_SECONDS, self._start_flush)
+            # A context of its own: the batch is nobody's request (its logs name none).
+            self._flush_handle = loop.call_later(
+                SETTLE_BATCH_SECONDS, self._start_flush, context=contextvars.Context()
+            )
 
     def _start_flush(self) -> None:
         self._flush_handle = None
