@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import aiohttp
@@ -133,6 +134,11 @@ def test_a_rejected_byok_key_is_marked_the_owner_alerted_and_the_next_tried(worl
 
     assert response.status_code == 200, response.text
     assert response.headers["x-switchyard-provider"] == "sim-anthropic"
+    # Marking the key and alerting run after the response, in the background.
+    deadline = time.monotonic() + 10
+    while not Alert.objects.filter(tenant=world.tenant, kind="key_invalid").exists():
+        assert time.monotonic() < deadline, "no key_invalid alert"
+        time.sleep(0.05)
     bad.refresh_from_db()
     assert bad.status == KeyStatus.INVALID
     assert "9999" not in bad.last_error
