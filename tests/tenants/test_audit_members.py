@@ -25,6 +25,7 @@ def test_creating_an_api_key_on_the_page_records_its_scopes_never_the_key(tenant
     response = client.post(
         reverse("tenants:api-key-create"),
         {"name": "support bot", "scopes": ["completions", "models"], "end_user": ""},
+        follow=True,  # the key is shown by the GET the POST redirects to
     )
 
     raw = response.context["raw_key"]
