@@ -6,6 +6,7 @@ Shared by the JSON handlers (completions, embeddings) and the streaming relay.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -217,6 +218,13 @@ def all_failed(call: Call) -> GatewayError:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def header_value(text: str) -> bytes:
+    """A catalog name as a header value. Names come from catalog sync (untrusted): one with a
+    line break or control character would make the server drop a response already paid for."""
+    return "".join(ch for ch in text if ch.isprintable()).encode()
+
+
 def response_headers(
     call: Call, state: GatewayState, option: ModelOption, attempts: int, cost: Decimal | None
 ):
@@ -224,7 +232,7 @@ def response_headers(
     headers = [
         (b"x-request-id", call.request_id.hex.encode()),
         (b"x-switchyard-provider", provider.slug.encode()),
-        (b"x-switchyard-model", option.name.encode()),
+        (b"x-switchyard-model", header_value(option.name)),
         (b"x-switchyard-attempts", str(attempts).encode()),
     ]
     if cost is not None:

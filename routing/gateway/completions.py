@@ -140,7 +140,8 @@ async def chat_completions(state: GatewayState, scope: dict, receive, send) -> N
             needs_json=facts.needs_json,
         ),
     )
-    reservation = await _admit(state, call, chain, facts.prompt_tokens, facts.max_tokens)
+    choices = body.get("n") or 1  # validated by parse_chat
+    reservation = await _admit(state, call, chain, facts.prompt_tokens, facts.max_tokens, choices)
     try:
         if facts.stream:
             call.is_stream = True
@@ -161,7 +162,12 @@ async def chat_completions(state: GatewayState, scope: dict, receive, send) -> N
 
 
 async def _admit(
-    state: GatewayState, call: Call, chain, prompt_tokens: int, max_tokens: int | None
+    state: GatewayState,
+    call: Call,
+    chain,
+    prompt_tokens: int,
+    max_tokens: int | None,
+    choices: int = 1,
 ):
     """Rate limits, caps and credits: 429 / 402 here, before any upstream call."""
     plan, seeds = state.limits.plan_for(
@@ -174,9 +180,10 @@ async def _admit(
         prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
         now_ms=int(time.time() * 1000),
+        choices=choices,
     )
     reservation = await state.limits.admit(
-        plan, seeds, call.tenant, prompt_tokens + (max_tokens or 0)
+        plan, seeds, call.tenant, prompt_tokens + (max_tokens or 0) * choices
     )
     if reservation is not None:
         call.limit_headers = reservation.headers

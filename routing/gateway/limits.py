@@ -106,9 +106,12 @@ def _budget(kind: str, who: str, period: date, cap: CapInfo, ttl_ms: int) -> Bud
     )
 
 
-def max_cost(option: ModelOption, prompt_tokens: int, max_tokens: int | None) -> Decimal:
-    """The most this attempt can cost: the estimated prompt plus every token it may write."""
-    output = max_tokens or option.max_output_tokens
+def max_cost(
+    option: ModelOption, prompt_tokens: int, max_tokens: int | None, choices: int = 1
+) -> Decimal:
+    """The most this attempt can cost: the estimated prompt plus every token it may write
+    (`max_tokens` per choice: `n` choices may each write that many)."""
+    output = (max_tokens or option.max_output_tokens) * choices
     return quantize_usd(
         (prompt_tokens * option.input_price + output * option.output_price) / Decimal(1_000_000)
     )
@@ -150,10 +153,11 @@ class Limits:
         prompt_tokens: int,
         max_tokens: int | None,
         now_ms: int,
+        choices: int = 1,
     ) -> tuple[Plan, dict[str, tuple]]:
         """The limits for this request and, per money counter, how to seed it."""
         rate_limits = _rate_limits(tenant, key_id, key_rpm)
-        estimated_tokens = prompt_tokens + (max_tokens or 0)
+        estimated_tokens = prompt_tokens + (max_tokens or 0) * choices
         costs = [1 if not r.is_tokens else estimated_tokens for r in rate_limits]
         budgets: list[Budget] = []
         seeds: dict[str, tuple] = {}
@@ -173,7 +177,7 @@ class Limits:
                 )
                 budgets.append(budget)
                 seeds[budget.spent_key] = ("spend", budget, start, end, end_user_external_id)
-        reserve = max(max_cost(o, prompt_tokens, max_tokens) for o in chain)
+        reserve = max(max_cost(o, prompt_tokens, max_tokens, choices) for o in chain)
         credits = None
         credit_units = 0
         if tenant.plan.prepaid:
@@ -183,7 +187,7 @@ class Limits:
             credit_units = max(
                 to_units(
                     credit_debit(
-                        max_cost(o, prompt_tokens, max_tokens),
+                        max_cost(o, prompt_tokens, max_tokens, choices),
                         keys[o.provider_id].source,
                         tenant.plan,
                     )

@@ -124,3 +124,20 @@ def test_a_soft_cap_never_refuses(world):
         ).status_code
         == 200
     )
+
+
+def test_n_choices_reserve_n_times_the_output_so_a_cap_refuses_them_up_front(world):
+    # sim-precision writes at $30 / 1M: 4,000 tokens may cost $0.12, eight choices $0.96.
+    body = {**BODY, "max_tokens": 4000}
+    SpendingCap.objects.create(
+        tenant=world.tenant, scope=CapScope.TENANT, amount_usd=Decimal("0.5"), mode="hard"
+    )
+    world.gateway.sync()
+    url = f"{world.base_url}/chat/completions"
+
+    eight = httpx.post(url, headers=world.headers(), json={**body, "n": 8})
+    single = httpx.post(url, headers=world.headers(), json=body)
+
+    assert eight.status_code == 402, eight.text
+    assert eight.json()["error"]["code"] == "spending_cap_reached"
+    assert single.status_code == 200, single.text
