@@ -86,14 +86,19 @@ class Journal:
         self._open()
 
     def _open(self) -> None:
+        # Created and locked under a name replay does not look at, then renamed: a starting
+        # process must never take over a segment between its creation and its lock.
         path = self.folder / f"{os.getpid()}-{time.time_ns()}{SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        making = path.with_suffix(".new")
+        fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(making, path)
         self.path, self.fd, self.size = path, fd, 0
 
     def append(self, entry: UsageEntry) -> None:
         line = encode(entry)
-        os.write(self.fd, line)  # O_APPEND: one write, one whole line
+        if os.write(self.fd, line) != len(line):  # O_APPEND: one write, one whole line
+            raise OSError("short write to the usage journal (disk full?)")
         self.size += len(line)
 
     def rotate(self) -> None:
@@ -147,7 +152,7 @@ def replay(folder: Path | None = None) -> int:
     for path, fd in orphans(folder):
         try:
             with open(fd, "rb", closefd=False) as handle:
-                entries = [decode(line) for line in handle if line.endswith(b"\n")]
+                entries = list(_readable(handle, path))
             missing = not_recorded(entries)
             if missing:
                 inserted += write_each_if_refused(missing)
@@ -159,6 +164,17 @@ def replay(folder: Path | None = None) -> int:
         finally:
             os.close(fd)
     return inserted
+
+
+def _readable(lines: Iterable[bytes], path: Path) -> Iterable[UsageEntry]:
+    """The entries of a segment; a torn or unreadable line is logged and skipped."""
+    for number, line in enumerate(lines, 1):
+        if not line.endswith(b"\n"):
+            continue  # the last line of a process killed mid-write
+        try:
+            yield decode(line)
+        except (ValueError, TypeError, ArithmeticError):
+            logger.error("usage_journal.bad_line", extra={"segment": path.name, "line": number})
 
 
 def write_each_if_refused(entries: list[UsageEntry]) -> int:

@@ -84,7 +84,7 @@ class RedisPipe:
 
     async def call(self, *args):
         """Send one command and return its reply (hiredis types: bytes, int, list, ...)."""
-        if self._transport is None:
+        if self._transport is None or self._connecting is not None:
             await self._connect()
         return await self._send(hiredis.pack_command(args))
 
@@ -94,7 +94,7 @@ class RedisPipe:
         For pipelining several commands without waiting in between; await the futures in
         order. Raises ConnectionError when not connected (use `call` first).
         """
-        if self._transport is None:
+        if self._transport is None or self._connecting is not None:
             raise redis.ConnectionError("not connected to Redis")
         return self._send(hiredis.pack_command(args))
 
@@ -113,7 +113,8 @@ class RedisPipe:
         return self.send(b"EVALSHA", self._sha(script), len(keys), *keys, *args)
 
     async def ensure_connected(self) -> None:
-        if self._transport is None:
+        # Not before the handshake is over: until then `epoch` may still be the last run's.
+        if self._transport is None or self._connecting is not None:
             await self._connect()
 
     async def aclose(self) -> None:

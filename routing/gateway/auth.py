@@ -121,7 +121,13 @@ class AuthFailures:
 
     def address(self, scope: dict) -> str | None:
         client = scope.get("client")
-        forwarded = header(scope, b"x-forwarded-for") if self.trusted_proxies else None
+        # Every X-Forwarded-For line, joined: a proxy that adds its own line (HAProxy) leaves
+        # the client's forged one first, and only the rightmost entries are the proxies'.
+        forwarded = (
+            b",".join(v for k, v in scope["headers"] if k == b"x-forwarded-for")
+            if self.trusted_proxies
+            else None
+        )
         return resolve_client_address(
             client[0] if client else None,
             forwarded.decode("latin-1") if forwarded else None,

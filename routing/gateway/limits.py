@@ -339,8 +339,9 @@ class Limits:
             except SettleError as exc:
                 LIMITS_UNAVAILABLE.labels(kind="settle").inc()
                 logger.error("limits.settle_failed", extra={"settles": len(exc.failed)})
-                epoch = self.limiter.epoch()
-                batch = [(keys, args, epoch) for keys, args in exc.failed]
+                # Each keeps the run it was reserved in, so a restart meanwhile drops it.
+                epochs = {id(keys): epoch for keys, _, epoch in batch}
+                batch = [(keys, args, epochs[id(keys)]) for keys, args in exc.failed]
                 await asyncio.sleep(0.2 * (attempt + 1))
             except (redis.RedisError, OSError):
                 LIMITS_UNAVAILABLE.labels(kind="settle").inc()

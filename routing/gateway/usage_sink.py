@@ -131,7 +131,10 @@ class UsageSink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
             self._wake.clear()
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # a boundary: the writer loop must outlive any one round
+                logger.exception("usage_sink.flush_failed")
 
     async def _replay(self) -> None:
         """Take over what dead processes journaled (retried until the database answers)."""
@@ -146,8 +149,7 @@ class UsageSink:
             if not self.pending:
                 return
             taken, self.pending = self.pending, []
-            if self.journal is not None:
-                self.journal.rotate()  # the rotated segments hold no entry beyond `taken`
+            self._journal_op("rotate")  # the rotated segments hold no entry beyond `taken`
             chunk = self.batch_size * 4
             for start in range(0, len(taken), chunk):
                 batch = taken[start : start + chunk]
@@ -159,12 +161,13 @@ class UsageSink:
                         # The database answered but refused the data: retrying the same
                         # batch would fail forever and hold back every later entry. Write
                         # what it takes one entry at a time; log and count the rest.
-                        logger.exception(
-                            "usage_sink.batch_refused", extra={"entries": len(batch)}
-                        )
+                        logger.exception("usage_sink.batch_refused", extra={"entries": len(batch)})
                         refused = await asyncio.to_thread(_salvage, batch)
                         self.dropped += len(refused)
                         batch = [e for e in batch if e not in refused]
+                except asyncio.CancelledError:  # shutting down mid-write: close() retries
+                    self._keep(taken[start:])
+                    raise
                 except Exception:  # a boundary: keep the rest, retry next round
                     logger.exception("usage_sink.write_failed", extra={"entries": len(batch)})
                     self._keep(taken[start:])
@@ -178,8 +181,17 @@ class UsageSink:
                     },
                 )
             self._verify = False
-            if self.journal is not None:
-                self.journal.release()
+            self._journal_op("release")
+
+    def _journal_op(self, name: str) -> None:
+        """Rotate or release the journal; a disk that fails switches it off, never the writer."""
+        if self.journal is None:
+            return
+        try:
+            getattr(self.journal, name)()
+        except OSError:
+            logger.exception("usage_journal.failed", extra={"operation": name})
+            self.journal = None
 
     def _keep(self, unwritten: list[UsageEntry]) -> None:
         """Put back what a failed write left, for the next round (bounded by MAX_PENDING)."""

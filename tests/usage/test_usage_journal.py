@@ -184,3 +184,13 @@ def test_a_replayed_entry_the_database_refuses_is_skipped_and_the_segment_goes(t
         e.request_id for e in good
     }
     assert not list(tmp_path.iterdir())  # not retried forever
+
+
+def test_an_unreadable_line_is_skipped_and_the_rest_replayed(tmp_path, db, tenant):
+    dead = journal.Journal(tmp_path)
+    dead.append(entry(tenant.id))
+    os.write(dead.fd, b'["not", "an", "entry"]\n')  # a line from another version, say
+    dead.append(entry(tenant.id))
+    dead.close(delete=False)
+    assert journal.replay(tmp_path) == 2
+    assert not list(tmp_path.iterdir())
