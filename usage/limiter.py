@@ -104,6 +104,11 @@ return out
 SETTLE = """
 local now = tonumber(ARGV[1])
 local nt, nb, nc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if #KEYS > nt + 2 * (nb + nc) then
+  -- the settle's own marker: a retry of a settle that already ran (its reply was lost)
+  -- must not count the request twice
+  if not redis.call('SET', KEYS[#KEYS], 1, 'NX', 'PX', 30000) then return 0 end
+end
 local a, k = 5, 1
 for i = 1, nt do
   local period, limit, delta = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
@@ -268,9 +273,19 @@ class Limiter:
 
     @staticmethod
     def settle_call(
-        plan: Plan, now_ms: int, *, actual_units: int, actual_tokens: int, credit_units: int
+        plan: Plan,
+        now_ms: int,
+        *,
+        actual_units: int,
+        actual_tokens: int,
+        credit_units: int,
+        settle_id: str | None = None,
     ) -> tuple[list[str], list[int]]:
-        """The SETTLE script's keys and arguments for one request."""
+        """The SETTLE script's keys and arguments for one request.
+
+        With `settle_id`, the script runs at most once for it within 30 s, so a settle whose
+        reply was lost (a timeout, a dropped connection) can be sent again safely.
+        """
         token_limits = [
             (limit, cost)
             for limit, cost in zip(plan.rate_limits, plan.request_cost, strict=True)
@@ -291,6 +306,8 @@ class Limiter:
         if plan.credits is not None:
             keys += [plan.credits.balance_key, plan.credits.reserved_key]
             args += [plan.credit_units, credit_units]
+        if settle_id is not None:
+            keys.append(f"sy:settled:{settle_id}")
         return keys, args
 
     async def current_epoch(self) -> int:
@@ -317,8 +334,8 @@ class Limiter:
     async def _settle_pipelined(self, calls: Sequence[tuple[list[str], list[int]]]) -> None:
         """Write every settle, then read the replies; raise if any failed, after the others.
 
-        Only the calls whose reply was an error are left for the caller's retry (a settle
-        is not idempotent, so the ones that ran must not run again).
+        Only the calls whose reply was an error are left for the caller's retry; one whose
+        reply was lost may have run, which its settle id makes harmless to send again.
         """
         pipe = self.pipe
         await pipe.ensure_connected()

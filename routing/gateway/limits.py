@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -312,6 +313,7 @@ class Limits:
             actual_units=to_units(cost),
             actual_tokens=tokens,
             credit_units=to_units(debit),
+            settle_id=os.urandom(8).hex(),
         )
         self._settles.append((keys, args, reservation.epoch))
         if self._flush_handle is None:
