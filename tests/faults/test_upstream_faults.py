@@ -138,6 +138,10 @@ def test_upstream_faults_fall_back_or_fail_as_documented_and_every_attempt_is_re
             assert (first.outcome, first.http_status) == FIRST_OUTCOME[fault]
             assert providers[first.provider_id] == fault
             assert (second.outcome, providers[second.provider_id]) == (Outcome.SUCCESS, "healthy")
+        elif fault in FIRST_OUTCOME:  # auto-failover off: the one failed attempt
+            [only] = group
+            assert (only.outcome, only.http_status) == FIRST_OUTCOME[fault]
+            assert providers[only.provider_id] == fault
         elif fault == "cut":
             assert [(r.outcome, providers[r.provider_id]) for r in group] == [
                 (Outcome.STREAM_ERROR, "cut")
@@ -151,11 +155,9 @@ def test_upstream_faults_fall_back_or_fail_as_documented_and_every_attempt_is_re
             assert group[-1].output_tokens == usage["completion_tokens"]
         seen[fault] += 1
 
-    # Requests refused with 502 / 504 have no request id to hand; their rows are the groups
-    # without a success and without a 200 answer: one failed attempt each.
-    answered_ids = {a.request_id for a in answers if a.request_id}
-    failed_groups = [group for rid, group in rows.items() if rid not in answered_ids]
+    # Requests refused with 502 / 504 carry their request id too: one failed attempt each.
     refused = [a for a in answers if a.status in (502, 504)]
+    failed_groups = [rows[a.request_id] for a in refused]
     assert len(failed_groups) == len(refused) == 32
     assert Counter((g[0].outcome, providers[g[0].provider_id]) for g in failed_groups) == {
         (Outcome.UPSTREAM_ERROR, "500"): 16,
