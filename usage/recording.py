@@ -160,7 +160,10 @@ def _debits(entries: Sequence[UsageEntry]) -> list[CreditLedgerEntry]:
             totals[(e.tenant_id, kind)] = (amount + e.credit_debit_usd, count + 1)
     return [
         CreditLedgerEntry(
-            tenant_id=tenant_id, kind=kind, amount_usd=-amount, reason=f"{count} upstream attempts"
+            tenant_id=tenant_id,
+            kind=kind,
+            amount_usd=-amount,
+            reason=f"{count} upstream attempt{'' if count == 1 else 's'}",
         )
         for (tenant_id, kind), (amount, count) in totals.items()
     ]
