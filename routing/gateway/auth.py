@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 
 import redis
@@ -128,11 +129,18 @@ class AuthFailures:
             if self.trusted_proxies
             else None
         )
-        return resolve_client_address(
+        address = resolve_client_address(
             client[0] if client else None,
             forwarded.decode("latin-1") if forwarded else None,
             self.trusted_proxies,
         )
+        if address and ":" in address:
+            # One IPv6 client holds a whole /64: counting single addresses would not slow it.
+            try:
+                return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+            except ValueError:
+                return address
+        return address
 
     def refuse_blocked(self, scope: dict) -> None:
         """429 when the request's address is refused."""

@@ -95,6 +95,15 @@ def test_other_addresses_are_not_refused(world, guard):
     assert call(world.gateway.url, world.api_key).status_code == 200
 
 
+def test_an_ipv6_client_is_counted_by_its_64_not_its_address(world, guard):
+    for n in range(3):
+        bad = call(world.gateway.url, BAD_KEY, client_ip=f"2001:db8:0:7::{n + 1}")
+        assert bad.status_code == 401
+    # the next address of the same /64: the same client
+    assert_refused(call(world.gateway.url, world.api_key, client_ip="2001:db8:0:7::99"))
+    assert call(world.gateway.url, world.api_key, client_ip="2001:db8:0:8::1").status_code == 200
+
+
 def test_malformed_and_missing_credentials_count_as_failures(world, guard):
     url = f"{world.gateway.url}/v1/chat/completions"
     assert httpx.post(url, json=BODY).status_code == 401
