@@ -178,25 +178,16 @@ def _readable(lines: Iterable[bytes], path: Path) -> Iterable[UsageEntry]:
 
 
 def write_each_if_refused(entries: list[UsageEntry]) -> int:
-    """Write `entries` in one go or, if the database refuses the data, one by one, logging
-    and skipping the refused ones (a segment must not be retried forever). Returns how many
-    were written; a database that cannot be reached raises as usual."""
-    from usage.recording import write_usage
+    """Write `entries` in one go or, if the database refuses the data, one by one, skipping
+    the refused ones (a segment must not be retried forever). Returns how many were
+    written; a database that cannot be reached raises as usual."""
+    from usage.recording import write_each, write_usage
 
     try:
         return write_usage(entries)
     except (DataError, IntegrityError):
         logger.exception("usage_journal.batch_refused", extra={"entries": len(entries)})
-    written = 0
-    for entry in entries:
-        try:
-            written += write_usage([entry])
-        except (DataError, IntegrityError):
-            logger.exception(
-                "usage_journal.entry_refused",
-                extra={"request_id": str(entry.request_id), "tenant_id": entry.tenant_id},
-            )
-    return written
+    return len(entries) - len(write_each(entries, write_usage))
 
 
 def not_recorded(entries: list[UsageEntry]) -> list[UsageEntry]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
 from tenants.models import EndUser, TenantAPIKey
 from usage.choices import KeySource, LedgerKind
@@ -183,3 +183,22 @@ def latest_by(entries: Sequence[UsageEntry], attribute: str) -> dict[int, dateti
         if pk and (pk not in latest or e.created_at > latest[pk]):
             latest[pk] = e.created_at
     return latest
+
+
+def write_each(
+    entries: Sequence[UsageEntry], write: Callable[[list[UsageEntry]], object]
+) -> list[UsageEntry]:
+    """`write` the entries one at a time; return those the database refused (DataError,
+    IntegrityError), each logged with its request id. A batch with one bad entry must not be
+    retried forever, holding back every entry after it. Other errors propagate."""
+    refused = []
+    for entry in entries:
+        try:
+            write([entry])
+        except (DataError, IntegrityError):
+            logger.exception(
+                "usage.entry_refused",
+                extra={"request_id": str(entry.request_id), "tenant_id": entry.tenant_id},
+            )
+            refused.append(entry)
+    return refused

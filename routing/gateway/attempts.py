@@ -11,7 +11,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -202,6 +202,19 @@ async def on_failure(
     )
 
 
+async def candidates(
+    state: GatewayState, call: Call, chain: list[ModelOption], rejected: set[int]
+) -> AsyncIterator[tuple[int, ModelOption, KeyRef, Target]]:
+    """The chain's attempts in order, skipping keys rejected so far, backing off between."""
+    for attempt, option in enumerate(chain, 1):
+        ref = call.keys[option.provider_id]
+        if ref.id in rejected:
+            continue
+        if attempt > 1:
+            await backoff(state, attempt - 1)
+        yield attempt, option, ref, target_for(state.snapshot, option, ref)
+
+
 async def backoff(state: GatewayState, attempt: int) -> None:
     """Exponential backoff with full jitter between attempts (50 ms, 100 ms, ... by default)."""
     if state.backoff_seconds > 0:
@@ -254,13 +267,7 @@ async def call_with_fallback(
     A 4xx the provider blames on the request is returned as is, without fallback.
     """
     rejected: set[int] = set()
-    for attempt, option in enumerate(chain, 1):
-        ref = call.keys[option.provider_id]
-        if ref.id in rejected:
-            continue
-        if attempt > 1:
-            await backoff(state, attempt - 1)
-        target = target_for(state.snapshot, option, ref)
+    async for attempt, option, ref, target in candidates(state, call, chain, rejected):
         started = time.perf_counter()
         try:
             result = await request(target)

@@ -7,12 +7,10 @@ fallback (attempts.py; streaming.py for streams) -> settle -> respond.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import orjson
 
-from config.logging import REQUEST_ID
 from providers.adapters import adapter_for
 from providers.adapters.base import ChatResult, Usage
 from routing.gateway import metrics, tokens
@@ -45,12 +43,8 @@ def _resolve_caller(
     external_id = key.end_user_external_id or user
     end_user = snapshot.end_users.get((tenant.id, external_id)) if external_id else None
     end_user_id = key.end_user_id or (end_user.id if end_user else None)
-    request_id = scope.get(REQUEST_ID_SCOPE_KEY)
-    if request_id is None:  # called without the app (a test): a fresh one
-        request_id = uuid.uuid4()
-        REQUEST_ID.set(request_id.hex)
     return Call(
-        request_id=request_id,
+        request_id=scope[REQUEST_ID_SCOPE_KEY],
         key=key,
         tenant=tenant,
         end_user_id=end_user_id,

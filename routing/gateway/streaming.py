@@ -18,12 +18,11 @@ from routing.gateway.attempts import (
     Call,
     all_failed,
     attempt_cost,
-    backoff,
+    candidates,
     is_caller_error,
     on_failure,
     record_attempt,
     response_headers,
-    target_for,
 )
 from routing.gateway.http import SSE_HEADERS, send_json
 from routing.gateway.requests import ChatFacts
@@ -77,13 +76,7 @@ async def stream(
         _watch_disconnect(receive, disconnected, asyncio.current_task())
     )
     try:
-        for attempt, option in enumerate(chain, 1):
-            ref = call.keys[option.provider_id]
-            if ref.id in rejected:
-                continue
-            if attempt > 1:
-                await backoff(state, attempt - 1)
-            target = target_for(state.snapshot, option, ref)
+        async for attempt, option, ref, target in candidates(state, call, chain, rejected):
             stream_state = StreamState()
             started = time.perf_counter()
             events = adapter_for(target.protocol).stream(

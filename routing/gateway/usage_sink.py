@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from datetime import datetime
@@ -24,7 +25,7 @@ from providers.services import stamp_keys_used
 from tenants.audit import KEY_USE_SAMPLE_INTERVAL, record_keys_used
 from usage import journal
 from usage.entries import UsageEntry
-from usage.recording import latest_by, write_usage
+from usage.recording import latest_by, write_each, write_usage
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +73,7 @@ def _audit_key_use(
 
 def _salvage(entries: list[UsageEntry]) -> list[UsageEntry]:
     """Write `entries` one by one (skipping any already stored); return those refused."""
-    refused = []
-    for entry in entries:
-        try:
-            _write([entry], verify=True)
-        except (DataError, IntegrityError):
-            logger.exception(
-                "usage_sink.entry_refused",
-                extra={"request_id": str(entry.request_id), "tenant_id": entry.tenant_id},
-            )
-            refused.append(entry)
-    return refused
+    return write_each(entries, functools.partial(_write, verify=True))
 
 
 def _replay() -> int:
