@@ -12,6 +12,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
+from config import gc_tuning
 from config.client_ip import parse_trusted_proxies
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -266,6 +267,17 @@ SWITCHYARD_COOLDOWN_SECONDS = env.int("SWITCHYARD_COOLDOWN_SECONDS", default=30)
 SWITCHYARD_CONFIG_POLL_SECONDS = env.float("SWITCHYARD_CONFIG_POLL_SECONDS", default=0.5)
 SWITCHYARD_USAGE_FLUSH_SECONDS = env.float("SWITCHYARD_USAGE_FLUSH_SECONDS", default=0.5)
 SWITCHYARD_USAGE_BATCH_SIZE = env.int("SWITCHYARD_USAGE_BATCH_SIZE", default=500)
+# Cyclic-GC thresholds of a web process, and whether start-up's objects are frozen out of
+# the collector's sight (config/gc_tuning.py: why). Empty thresholds keep CPython's defaults.
+try:
+    SWITCHYARD_GC_THRESHOLDS = gc_tuning.parse_thresholds(
+        env.str(
+            "SWITCHYARD_GC_THRESHOLDS", default=",".join(map(str, gc_tuning.DEFAULT_THRESHOLDS))
+        )
+    )
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"SWITCHYARD_GC_THRESHOLDS: {_exc}") from None
+SWITCHYARD_GC_FREEZE = env.bool("SWITCHYARD_GC_FREEZE", default=True)
 # Where the gateway journals usage before writing it (survives a killed process); a folder
 # on local disk per web node. Empty switches the journal off.
 SWITCHYARD_USAGE_JOURNAL_DIR = env.str(

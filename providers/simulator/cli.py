@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from config import gc_tuning
 from providers.simulator.server import Simulator, SimulatorConfig
 
 
@@ -62,6 +63,9 @@ async def serve(
 ) -> None:
     """Serve until SIGINT/SIGTERM."""
     simulator = await Simulator(config).start(host, port)
+    # Tuned like a gateway worker: as an upstream the simulator should answer in the time it
+    # was told to, not add its own collector pauses to what a benchmark measures.
+    gc_tuning.tune(gc_tuning.DEFAULT_THRESHOLDS, freeze=True)
     on_ready(simulator.url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ import time
 import aiohttp
 from django.conf import settings
 
+from config import gc_tuning
 from providers.adapters import new_session, trust_hosts, trusted_hosts
 from routing.gateway.health import ProviderHealth
 from routing.gateway.limits import Limits
@@ -66,6 +67,7 @@ class GatewayState:
         self.limits = Limits()
         await self.reload(await self._read_version())
         self._poller = asyncio.get_running_loop().create_task(self._poll())
+        gc_tuning.tune(settings.SWITCHYARD_GC_THRESHOLDS, freeze=settings.SWITCHYARD_GC_FREEZE)
         logger.info("gateway.started", extra={"ms": int((time.perf_counter() - started) * 1000)})
 
     async def stop(self) -> None:
