@@ -50,9 +50,10 @@ from tests.load.harness import (
     rss_kb,
 )
 from tests.load.litellm import run_litellm
-from tests.load.report import Results, render
+from tests.load.report import PACED, Results, render
 
 SLOW_LATENCY_MS = 1500
+PACED_TPS = 200  # the paced streaming point: 20 tokens over ~0.1 s
 SLOW_TPS = 2  # the slow upstream streams 20 tokens over ~10 s after its 1.5 s wait
 SOAK_TARGET = 20_000
 # "2026-11-23 13:55:48,263 ERROR routing.gateway.limits limits.settle_failed" -> the event
@@ -125,6 +126,7 @@ class Bench:
             self.stream_point("direct", f"{self.sim_url}/v1/chat/completions", c)
             self.stream_point("gateway", f"{self.gw_url}/v1/chat/completions", c)
             self.mark_rss(f"streaming c={c}")
+        self.paced_streams()
         if not o.quick:
             self.soak(script)
         if o.profile:
@@ -204,7 +206,9 @@ class Bench:
     def meter(self, path: str) -> CpuMeter:
         """CPU of the server measured (gateway or simulator) and of everything else."""
         gateway, sim = self.gateway.pid, self.sim.pid
-        return CpuMeter(gateway, (sim,)) if path == "gateway" else CpuMeter(sim, (gateway,))
+        if path.endswith("gateway"):
+            return CpuMeter(gateway, (sim,))
+        return CpuMeter(sim, (gateway,))
 
     def point(self, path: str, url: str, script: Path, c: int) -> None:
         warmup = 0.5 if self.o.quick else 1.0
@@ -235,12 +239,28 @@ class Bench:
         result.server_cpu_us = round(1e6 * cpu.server_s / max(1, result.streams), 1)
         result.foreign_cpu_pct = round(cpu.foreign_pct, 1)
         self.results.streams[(path, c)] = result
-        if path == "gateway":
+        if path.endswith("gateway"):
             self.gateway_requests += result.streams + result.failed
         say(
             f"{label}: {result.streams_per_s:,.0f} streams/s, TTFT p50 {result.ttft(50):.2f} ms, "
             f"p99 {result.ttft(99):.2f} ms, failed {result.failed}"
         )
+
+    def paced_streams(self) -> None:
+        """Streams at c=16 from an upstream that paces its tokens, as a model does: the
+        worker relays sixteen open streams instead of queueing sixteen whole answers, so the
+        TTFT measured is the relay's own. The unpaced simulator comes back afterwards."""
+        env = self.env
+        env.stop(self.sim)
+        self.sim, _ = env.start_simulator("simulator-paced", port=self.sim_port, tps=PACED_TPS)
+        self.results.meta["paced_upstream"] = f"its tokens at {PACED_TPS:g} tokens/s"
+        try:
+            chat = "/v1/chat/completions"
+            self.stream_point(PACED + "direct", self.sim_url + chat, 16)
+            self.stream_point(PACED + "gateway", self.gw_url + chat, 16)
+        finally:
+            env.stop(self.sim)
+            self.sim, _ = env.start_simulator("simulator", port=self.sim_port)
 
     def soak(self, script: Path) -> None:
         """Keep loading at c=16 until well past SOAK_TARGET, sampling RSS after each chunk."""

@@ -60,6 +60,8 @@ def test_quick_bench_measures_every_point_without_a_failed_request(tmp_path):
     streaming = _section(table, "Streaming")
     assert "| direct | 16 |" in streaming
     assert "| gateway | 16 |" in streaming
+    assert "| paced direct | 16 |" in streaming
+    assert "| paced gateway | 16 |" in streaming
     assert "start-up" in table
     assert "RSS after" in table
 
@@ -75,6 +77,12 @@ def test_quick_bench_measures_every_point_without_a_failed_request(tmp_path):
         assert run["requests"] > 0, run
         assert run["non_2xx"] == 0, run
         assert run["socket_errors"] == 0, run
+    assert {r["path"] for r in results["streams"]} == {
+        "direct",
+        "gateway",
+        "paced direct",
+        "paced gateway",
+    }
     for run in results["streams"]:
         assert run["streams"] > 0, run
         assert run["errors"] == {}, run
