@@ -278,6 +278,9 @@ try:
 except ValueError as _exc:
     raise ImproperlyConfigured(f"SWITCHYARD_GC_THRESHOLDS: {_exc}") from None
 SWITCHYARD_GC_FREEZE = env.bool("SWITCHYARD_GC_FREEZE", default=True)
+# When set, GET /metrics answers only `Authorization: Bearer <this>` (Prometheus:
+# `authorization: {credentials: ...}`); empty leaves it open for a private network.
+SWITCHYARD_METRICS_TOKEN = env.str("SWITCHYARD_METRICS_TOKEN", default="")
 # Where the gateway journals usage before writing it (survives a killed process); a folder
 # on local disk per web node. Empty switches the journal off.
 SWITCHYARD_USAGE_JOURNAL_DIR = env.str(
