@@ -171,7 +171,10 @@ def time_ticks(starts: Sequence[datetime], bucket: str) -> list[str]:
 
 # Axis labels sit on the plot, above their gridline, with a halo to stay readable over bars.
 HALO = "paint-order: stroke; stroke: var(--surface); stroke-width: 3px"
-PENDING = "Not complete yet: the next rollup run adds the rest of this time."
+PENDING = (
+    "Not complete yet: the rollup job has not counted all of this time; it fills in as the job "
+    "catches up."
+)
 
 
 def _pct(value: float) -> str:
@@ -217,14 +220,14 @@ def _tick(x: float, height: int, text: str) -> str:
     return f'<text x="{_pct(x)}" y="{height - 6}" text-anchor="middle">{escape(text)}</text>'
 
 
-def _pending(slot: float, pending_from: int | None, count: int, height: int) -> list:
+def _pending(slot: float, pending: range | None, height: int) -> list:
     """A light band over the columns the rollups do not hold in full yet."""
-    if pending_from is None or pending_from >= count:
+    if not pending:
         return []
-    x = slot * pending_from
+    x = slot * pending.start
     return [
         f'<g><title>{escape(PENDING)}</title><rect x="{_pct(x)}" y="{TOP}" '
-        f'width="{_pct(100 - x)}" height="{height - TOP - BOTTOM}" '
+        f'width="{_pct(slot * len(pending))}" height="{height - TOP - BOTTOM}" '
         'style="fill: var(--bg); opacity: 0.8"/></g>'
     ]
 
@@ -238,11 +241,11 @@ def column_chart(
     description: str,
     value_format: Callable[[float], str] = short_count,
     height: int = HEIGHT,
-    pending_from: int | None = None,
+    pending: range | None = None,
     whole: bool = False,
 ) -> str:
     """Vertical bars, stacked by `series`, with a value axis and sparse axis labels;
-    columns from `pending_from` on are marked incomplete. `whole`: the values are counts,
+    columns at the indexes `pending` are marked incomplete. `whole`: the values are counts,
     so the axis is labelled in whole numbers."""
     plot_height = height - TOP - BOTTOM
     maximum = nice_ceiling(max((sum(c.values) for c in columns), default=0), whole=whole)
@@ -251,7 +254,7 @@ def column_chart(
     gap = slot * 0.2 if len(columns) <= MAX_COLUMNS_WITH_GAPS else 0
     bar_width = _pct(max(slot - gap, 0.05))
     paints = [_paint(layer) for layer in series]
-    parts = _pending(slot, pending_from, len(columns), height)
+    parts = _pending(slot, pending, height)
     floor = TOP + plot_height
     bars = []
     for index, column in enumerate(columns):
@@ -288,21 +291,24 @@ def line_chart(
     description: str,
     value_format: Callable[[float], str] = short_count,
     height: int = HEIGHT,
-    pending_from: int | None = None,
+    pending: range | None = None,
 ) -> str:
-    """A line through each column's first value over a light area, up to `pending_from`
-    (later points are dots only: their values are not complete yet)."""
+    """A line through each column's first value over a light area, but at the indexes
+    `pending` (those points are dots only: their values are not complete yet)."""
     plot_height = height - TOP - BOTTOM
     values = [column.values[0] if column.values else 0 for column in columns]
     maximum = nice_ceiling(max(values, default=0))
     slot = 100 / max(len(columns), 1)
-    complete = len(values) if pending_from is None else pending_from
-    points = [
-        ((index + 0.5) * slot * 10, plot_height * (1 - value / maximum))
-        for index, value in enumerate(values[:complete])
-    ]
-    parts = _pending(slot, pending_from, len(columns), height)
-    if points:
+    pending = pending or range(0)
+    runs: list[list[tuple[float, float]]] = [[]]  # the complete points, in unbroken runs
+    for index, value in enumerate(values):
+        if index in pending:
+            if runs[-1]:
+                runs.append([])
+            continue
+        runs[-1].append(((index + 0.5) * slot * 10, plot_height * (1 - value / maximum)))
+    parts = _pending(slot, pending, height)
+    for points in filter(None, runs):
         line = " ".join(f"{_px(x)},{_px(y)}" for x, y in points)
         area = f"{_px(points[0][0])},{plot_height} {line} {_px(points[-1][0])},{plot_height}"
         parts.append(
@@ -317,7 +323,7 @@ def line_chart(
     for index, (value, column) in enumerate(zip(values, columns, strict=True)):
         x = (index + 0.5) * slot
         y = TOP + plot_height * (1 - value / maximum)
-        dot = radius if index < complete else max(radius, 2)
+        dot = max(radius, 2) if index in pending else radius
         parts.append(
             f'<g><title>{escape(column.title)}</title><rect x="{_pct(index * slot)}" '
             f'y="{TOP}" width="{_pct(slot)}" height="{plot_height}" fill="transparent"/>'
@@ -508,16 +514,20 @@ def window_text(window: Window) -> str:
     return f"{first:%b} {first.day} - {last:%b} {last.day}, {last.year} (UTC)"
 
 
-def _first_incomplete(report: Dashboard) -> int | None:
-    """The first bucket the rollups do not hold in full yet (None: every one is complete)."""
-    complete_before = report.rolled_up_before
-    if complete_before is None:
-        return 0
+def _incomplete(report: Dashboard) -> range | None:
+    """The buckets that may lack records yet: those with hours the rollups do not hold in
+    full (from `incomplete_from` to `live_from`). Later hours are read from raw records, up
+    to now: complete. None: every bucket is."""
+    start, end = report.incomplete_from, report.live_from
+    if start is None or end is None:
+        return None
     step = report.window.step
-    for index, point in enumerate(report.series):
-        if point.start + step > complete_before:
-            return index
-    return None
+    indexes = [
+        index
+        for index, point in enumerate(report.series)
+        if point.start < end and point.start + step > start
+    ]
+    return range(indexes[0], indexes[-1] + 1) if indexes else None
 
 
 def dashboard_charts(report: Dashboard) -> dict[str, Any]:
@@ -525,7 +535,7 @@ def dashboard_charts(report: Dashboard) -> dict[str, Any]:
     window, series = report.window, report.series
     ticks = time_ticks([point.start for point in series], window.bucket)
     step = "hour" if window.bucket == "hour" else "day"
-    pending = _first_incomplete(report)
+    pending = _incomplete(report)
     requests = column_chart(
         [
             Column(
@@ -538,7 +548,7 @@ def dashboard_charts(report: Dashboard) -> dict[str, Any]:
         ],
         series=[REQUESTS, ERRORS],
         whole=True,
-        pending_from=pending,
+        pending=pending,
         chart_id="chart-requests",
         title="Requests over time",
         description=f"Successful requests and errors per {step}.",
@@ -552,7 +562,7 @@ def dashboard_charts(report: Dashboard) -> dict[str, Any]:
             )
             for tick, point in zip(ticks, series, strict=True)
         ],
-        pending_from=pending,
+        pending=pending,
         chart_id="chart-cost",
         title="Cost trend",
         description=f"Cost in US dollars per {step}.",

@@ -1,19 +1,27 @@
-"""Reads of the usage dashboard: a tenant's usage from the hourly rollups (usage.rollups).
+"""Reads of the usage dashboard: a tenant's usage from the hourly rollups (usage.rollups),
+and from the raw records of the hours the rollups do not hold in full yet.
 
-Charts, tiles and tables come from one grouped query over the rollups (by time bucket,
-provider and model), so a month of a busy tenant costs one range scan of its rollups, never
-a scan of its raw records; its result is cached until the rollup job next runs. The scan
+Charts, tiles and tables come from grouped queries over the rollups (per provider and model,
+per time bucket), so a month of a busy tenant costs a range scan of its rollups, never a
+scan of its raw records; their result is cached until the rollup job next runs. The scan
 reads the coarsest rollup the filters allow: TenantUsageRollup without an end-user or key
 filter (a month of a busy tenant is thousands of rows there, not hundreds of thousands),
-APIKeyUsageRollup for one key, UsageRollup (by its end-user index) for one end user. The only
-raw read is the list of recent requests: the newest few records by the (tenant, created_at)
-index, from a lower bound the rollups give.
+APIKeyUsageRollup for one key, UsageRollup (by its end-user index) for one end user.
+
+Hours from the rollup job's `complete_before` on (the current one, and the last one until the
+job has run) are summed from raw records instead, per hour, provider and model, by the job's
+own aggregation (usage.rollups.hourly_aggregates): the same figures it will store, read live
+(not cached) by one range scan of the (tenant, created_at) index. An hour is read from one
+source only, so nothing counts twice; a record written late for an hour already rolled up
+counts from the next rollup run, as in usage.selectors.period_spend. Without a rollup run
+(or that far behind) raw records are read at most RAW_AT_MOST back. The list of recent
+requests is the other raw read: the newest few records by the same index.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -21,6 +29,7 @@ from django.apps import apps
 from django.core.cache import cache
 from django.db.models import F, QuerySet, Sum
 from django.db.models.functions import Trunc
+from django.utils import timezone
 
 from usage.models import (
     LATENCY_BUCKETS_MS,
@@ -32,6 +41,7 @@ from usage.models import (
     UsageRollupState,
 )
 from usage.periods import period_bounds
+from usage.rollups import AGGREGATES, hourly_aggregates, truncate_to_hour
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -44,6 +54,12 @@ RECENT_REQUESTS = 20
 # state row every run, and the state's time is in the key). This bounds how long a rebuild
 # that leaves the state alone (`rollup_usage --since`) takes to show.
 CACHE_SECONDS = 15 * 60
+# Raw records are summed from the rollup job's `complete_before` on: normally the current
+# hour (and the last one until the job runs). Without a run to lean on (the job never ran,
+# or is a day behind) they are read at most this far back, up to now: a day of a busy
+# tenant's records is about what one view can sum in time. Earlier hours of the window then
+# show only what the rollups hold, and the page says so.
+RAW_AT_MOST = timedelta(hours=24)
 
 PERIODS = {
     "24h": "Last 24 hours",
@@ -58,16 +74,9 @@ LATENCY_COLUMNS = (
     *(f"latency_le_{bound}" for bound in LATENCY_BUCKETS_MS),
     f"latency_gt_{LATENCY_BUCKETS_MS[-1]}",
 )
-SUM_COLUMNS = (
-    "requests",
-    "errors",
-    "input_tokens",
-    "cached_tokens",
-    "output_tokens",
-    "cost_usd",
-    "latency_total_ms",
-    *LATENCY_COLUMNS,
-)
+# The rollups' measures, in the order usage.rollups.hourly_aggregates sums them: requests,
+# errors, tokens, cost, latency total, then LATENCY_COLUMNS.
+SUM_COLUMNS = tuple(AGGREGATES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +162,7 @@ class Scope:
     matches_nothing: bool = False
 
 
-COST = SUM_COLUMNS.index("cost_usd")
+REQUESTS, ERRORS, COST = (SUM_COLUMNS.index(c) for c in ("requests", "errors", "cost_usd"))
 
 
 def _zeros() -> list:
@@ -300,7 +309,13 @@ class Dashboard:
     provider_options: list[Option]
     model_options: list[Option]
     recent: list[RecentRequest]
+    # The rollup job's `complete_before` (None: it never ran).
     rolled_up_before: datetime | None
+    # Hours from `live_from` to the window's end are summed from raw records, up to now.
+    live_from: datetime | None = None
+    # Hours from `incomplete_from` to `live_from` come from rollups that may not hold every
+    # record yet (the job never ran, or is behind by more than RAW_AT_MOST); None: none.
+    incomplete_from: datetime | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -381,26 +396,64 @@ def grouped_rollups(*, tenant_id: int, window: Window, scope: Scope) -> GroupedR
     return GroupedRollups(list(pairs), list(series))
 
 
-def recent_since(
-    *, window: Window, series: Sequence[Point], rolled_up_before: datetime | None
-) -> datetime:
+def unrolled_usage(*, tenant_id: int, start: datetime, end: datetime, scope: Scope) -> list[tuple]:
+    """(hour, provider id, model id, *sums in SUM_COLUMNS order) of the tenant's records in
+    [start, end), narrowed to the scope's end user and API key: what the rollup job will
+    store for those hours, summed by its own aggregation. One range scan of the (tenant,
+    created_at) index."""
+    records = UsageRecord.objects.filter(
+        tenant_id=tenant_id, created_at__gte=start, created_at__lt=end
+    )
+    if scope.end_user_id is not None:
+        records = records.filter(end_user_id=scope.end_user_id)
+    if scope.api_key_id is not None:
+        records = records.filter(api_key_id=scope.api_key_id)
+    columns = ("hour", "provider_id", "model_id")
+    sums = (f"sum_{column}" for column in AGGREGATES)
+    return list(hourly_aggregates(records, columns).values_list(*columns, *sums))
+
+
+def with_unrolled(
+    grouped: GroupedRollups, rows: Sequence[tuple], *, window: Window, scope: Scope
+) -> GroupedRollups:
+    """`grouped` (rollups) plus unrolled_usage's `rows` (hours the rollups were not read
+    for), in GroupedRollups' shapes: every row joins the pairs, the scope's provider and
+    model's join the series, and each time bucket stays one entry."""
+    if not rows:
+        return grouped
+    series: dict[datetime, list] = {}
+    for bucket, *values in grouped.series:
+        _add(series.setdefault(bucket, [0, 0, Decimal(0)]), values)
+    pairs = list(grouped.pairs)
+    for hour, provider_id, model_id, *sums in rows:
+        pairs.append((provider_id, model_id, *sums))
+        if scope.provider_id is not None and provider_id != scope.provider_id:
+            continue
+        if scope.model_id is not None and model_id != scope.model_id:
+            continue
+        bucket = hour if window.bucket == "hour" else _midnight(hour.astimezone(UTC).date())
+        _add(
+            series.setdefault(bucket, [0, 0, Decimal(0)]),
+            [sums[i] for i in (REQUESTS, ERRORS, COST)],
+        )
+    return GroupedRollups(pairs, [(bucket, *values) for bucket, values in series.items()])
+
+
+def recent_since(*, window: Window, series: Sequence[Point]) -> datetime:
     """Where the newest RECENT_REQUESTS matching records start at the latest.
 
-    Walking back over the rollups' buckets until they hold enough attempts bounds the raw
+    Walking back over the series' buckets until they hold enough attempts bounds the raw
     read: a selective filter (one end user of a busy tenant) then reads one bucket of the
-    (tenant, created_at) index, not the whole period's. Records newer than the rollups
-    (after `rolled_up_before`) are always included.
+    (tenant, created_at) index, not the whole period's. The series can only undercount (a
+    record written late for an hour already rolled up waits for the next run), which moves
+    the bound earlier, never past one of the newest records.
     """
-    since = window.start
     seen = 0
     for point in reversed(series):
         seen += point.attempts
         if seen >= RECENT_REQUESTS:
-            since = point.start
-            break
-    if rolled_up_before is not None:
-        since = min(since, max(window.start, rolled_up_before))
-    return since
+            return point.start
+    return window.start
 
 
 def recent_requests(
@@ -459,17 +512,39 @@ def has_usage(*, tenant_id: int) -> bool:
     )
 
 
-def usage_dashboard(*, tenant_id: int, window: Window, scope: Scope) -> Dashboard:
-    """Tiles, series, tables and filter menus of the scope's usage in the window, from the
-    rollups; plus the recent raw requests. Six queries: rollup state, the grouped rollups'
-    two (none while cached), recent records, provider names, model names."""
+def unrolled_from(
+    *, window: Window, complete_before: datetime | None, now: datetime
+) -> tuple[datetime, datetime | None]:
+    """Where the window's raw part starts (rollups before it, raw records from it on), and
+    where the rollups read may start to lack records (None: they hold every one)."""
+    oldest_raw = truncate_to_hour(now) + HOUR - RAW_AT_MOST
+    rolled_up = window.start if complete_before is None else max(window.start, complete_before)
+    split = min(max(rolled_up, oldest_raw), window.end)
+    return split, (rolled_up if rolled_up < split else None)
+
+
+def usage_dashboard(
+    *, tenant_id: int, window: Window, scope: Scope, now: datetime | None = None
+) -> Dashboard:
+    """Tiles, series, tables and filter menus of the scope's usage in the window: rollups up
+    to the rollup job's `complete_before`, raw records after it; plus the recent raw
+    requests. Seven queries: rollup state, the grouped rollups' two (none while cached), the
+    raw hours' one, recent records, provider names, model names."""
     progress = rollup_progress()
     state = progress.complete_before
-    if scope.matches_nothing:
-        return Dashboard(window, Totals(), _empty_series(window), [], [], [], [], [], state)
-    grouped = cached_grouped_rollups(
-        tenant_id=tenant_id, window=window, scope=scope, progress=progress
+    split, incomplete_from = unrolled_from(
+        window=window, complete_before=state, now=now or timezone.now()
     )
+    if scope.matches_nothing:
+        return Dashboard(window, Totals(), _empty_series(window), [], [], [], [], [], state, split)
+    grouped = GroupedRollups([], [])
+    if split > window.start:
+        grouped = cached_grouped_rollups(
+            tenant_id=tenant_id, window=replace(window, end=split), scope=scope, progress=progress
+        )
+    if split < window.end:
+        rows = unrolled_usage(tenant_id=tenant_id, start=split, end=window.end, scope=scope)
+        grouped = with_unrolled(grouped, rows, window=window, scope=scope)
 
     all_providers = {row[0] for row in grouped.pairs}
     all_models = {row[1] for row in grouped.pairs}
@@ -490,7 +565,7 @@ def usage_dashboard(*, tenant_id: int, window: Window, scope: Scope) -> Dashboar
         Point(start, *by_bucket[start]) if start in by_bucket else Point(start)
         for start in window.bucket_starts()
     ]
-    since = recent_since(window=window, series=series, rolled_up_before=state)
+    since = recent_since(window=window, series=series)
     recent = recent_requests(tenant_id=tenant_id, window=window, scope=scope, since=since)
 
     provider_names = names_of(
@@ -552,6 +627,8 @@ def usage_dashboard(*, tenant_id: int, window: Window, scope: Scope) -> Dashboar
             for record in recent
         ],
         rolled_up_before=state,
+        live_from=split,
+        incomplete_from=incomplete_from,
     )
 
 

@@ -130,11 +130,18 @@ def _locked_state() -> UsageRollupState:
     return state
 
 
-def hourly_aggregates(records: QuerySet[UsageRecord]) -> QuerySet:
-    """`records` summed per hour and group, in GROUP_COLUMNS + AGGREGATES order."""
+def hourly_aggregates(
+    records: QuerySet[UsageRecord], group_columns: Sequence[str] = GROUP_COLUMNS
+) -> QuerySet:
+    """`records` summed per hour and group: `group_columns` (GROUP_COLUMNS or fewer of them,
+    "hour" included), then `sum_<column>` of every AGGREGATES column, in that order.
+
+    What a rollup row holds; the usage dashboard sums the records the rollups do not hold yet
+    with it too (per hour, provider and model), so both give the same figures.
+    """
     return (
         records.annotate(hour=Trunc("created_at", "hour", tzinfo=UTC))
-        .values(*GROUP_COLUMNS)
+        .values(*group_columns)
         .annotate(**{f"sum_{column}": aggregate for column, aggregate in AGGREGATES.items()})
         .order_by()
     )

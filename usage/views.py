@@ -4,7 +4,8 @@ Everyone in a tenant may look at both; a member sees only their own end user's u
 and alerts, and neither the ledger nor other end users' caps (as in the management API).
 Owners and admins change caps, through usage.services.set_spending_cap, the service the API
 and the admin use: validated, audited, and live on the next request (config version bump).
-The dashboard reads hourly rollups (usage.dashboard), never sums raw records.
+The dashboard reads hourly rollups (usage.dashboard), and raw records only for the hours the
+rollups do not hold yet.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _sees_whole_tenant(request: HttpRequest) -> bool:
 @tenant_page(EVERYONE)
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """Requests, errors, tokens, cost and latency of a period, from the hourly rollups."""
+    """Requests, errors, tokens, cost and latency of a period, up to now."""
     tenant = request.tenant
     now = timezone.now()
     sees_all = _sees_whole_tenant(request)
@@ -86,7 +87,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     )
     keys = list(api_keys(tenant=tenant).order_by("name", "pk")) if sees_all else []
     scope, notes = _dashboard_scope(request, form, data, keys, matches_nothing=not is_valid)
-    report = usage_dashboard(tenant_id=tenant.pk, window=window, scope=scope)
+    report = usage_dashboard(tenant_id=tenant.pk, window=window, scope=scope, now=now)
     never_used = (
         report.is_empty and not scope.matches_nothing and not has_usage(tenant_id=tenant.pk)
     )

@@ -1,8 +1,10 @@
-"""The usage dashboard page: numbers from the hourly rollups, scoped to the tenant (and to a
-member's own end user), filters in the URL, the CSV link, escaping, and a bounded cost."""
+"""The usage dashboard page: numbers from the hourly rollups and the requests they do not hold
+yet, scoped to the tenant (and to a member's own end user), filters in the URL, the CSV link,
+escaping, and a bounded cost."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 import uuid
@@ -33,7 +35,13 @@ from usage.dashboard import (
     dashboard_window,
     latency_percentile,
 )
-from usage.models import TenantUsageRollup, UsageRecord, UsageRollup
+from usage.models import (
+    LATENCY_BUCKETS_MS,
+    TenantUsageRollup,
+    UsageRecord,
+    UsageRollup,
+    UsageRollupState,
+)
 from usage.rollups import roll_up_usage
 
 URL = reverse("usage:dashboard")
@@ -172,31 +180,36 @@ def test_numbers_equal_the_rollups_sums(client, tenant, other_tenant, catalog):
     assert 'id="chart-cost"' in content
 
 
-def test_tiles_read_rollups_and_recent_requests_read_raw_records(client, tenant, catalog):
+def test_requests_after_the_last_rollup_run_count_at_once(client, tenant, catalog):
     sign_in(client, tenant, "owner")
-    add_records(tenant, count=3, ago=timedelta(hours=2), provider_id=catalog["alpha"].pk)
-    roll_up()
-    # Written after the rollup ran: not in the sums until the next run, but listed as recent.
-    add_records(tenant, count=2, ago=timedelta(minutes=5), provider_id=catalog["alpha"].pk)
+    add_records(tenant, count=3, ago=timedelta(hours=3), provider_id=catalog["alpha"].pk)
+    roll_up_usage(now=timezone.now() - timedelta(hours=1))  # complete before the last hour
+    # Written since: summed from the records themselves, and listed as recent.
+    add_records(tenant, count=2, ago=timedelta(minutes=30), provider_id=catalog["alpha"].pk)
 
     report = client.get(URL, {"period": "24h"}).context["report"]
 
-    assert report.totals.attempts == 3
+    assert report.totals.attempts == 5
     assert len(report.recent) == 5
     assert report.recent[0].record.created_at > report.recent[-1].record.created_at
 
 
-def test_the_next_rollup_run_shows_on_the_next_view(client, tenant):
+def test_a_late_record_for_a_rolled_up_hour_counts_from_the_next_run(client, tenant):
     sign_in(client, tenant, "owner")
     add_records(tenant, count=3, ago=timedelta(hours=3))
     roll_up()
     assert client.get(URL, {"period": "24h"}).context["report"].totals.attempts == 3
 
+    # Written late for hours the job has rolled up: not read raw (no double count) ...
     add_records(tenant, count=2, ago=timedelta(hours=2))
+    add_records(tenant, count=1, ago=timedelta(hours=3))
     assert client.get(URL, {"period": "24h"}).context["report"].totals.attempts == 3
     roll_up()
 
-    assert client.get(URL, {"period": "24h"}).context["report"].totals.attempts == 5
+    # ... but added to their hours' rollups by the next run, once.
+    assert client.get(URL, {"period": "24h"}).context["report"].totals.attempts == 6
+    roll_up()
+    assert client.get(URL, {"period": "24h"}).context["report"].totals.attempts == 6
 
 
 def test_recent_requests_are_the_newest_twenty(client, tenant):
@@ -291,8 +304,12 @@ def test_each_view_sums_the_coarsest_rollup_its_filters_allow(client, tenant, fi
 
     assert response.context["report"].totals.attempts == 4
     sums = [q["sql"] for q in queries.captured_queries if 'SUM("' in q["sql"]]
-    assert len(sums) == 2  # per (provider, model), per time bucket
-    assert [re.findall(r'FROM "(\w+)"', sql) for sql in sums] == [[table], [table]]
+    # Rollups per (provider, model) and per time bucket, then the hours since the last run.
+    assert [re.findall(r'FROM "(\w+)"', sql) for sql in sums] == [
+        [table],
+        [table],
+        ["usage_usagerecord"],
+    ]
 
 
 def test_provider_and_model_filters_keep_every_option_in_the_menus(client, tenant, catalog):
@@ -606,8 +623,240 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(
     roll_up()
     client.get(URL)  # warm the session
 
-    # The rollups are two of them: per (provider, model), and per time bucket.
-    with django_assert_max_num_queries(12):
+    # The rollups are two of them: per (provider, model), and per time bucket; the hours
+    # since the last rollup run one more.
+    with django_assert_max_num_queries(13):
         response = client.get(URL, {"period": "30d", "provider": catalog["alpha"].pk})
 
     assert response.status_code == 200
+
+
+# --- requests the rollups do not hold yet: read from the records, once ---------------------
+
+
+def record_sums(records) -> dict:
+    """rollup_sums of `records`, summed in Python."""
+    sums = dict.fromkeys(("requests", "errors", "input_tokens", "cached_tokens"), 0)
+    sums.update(dict.fromkeys(("output_tokens", *LATENCY_COLUMNS), 0), cost_usd=Decimal(0))
+    for r in records:
+        sums["requests" if r.outcome == Outcome.SUCCESS else "errors"] += 1
+        for column in ("input_tokens", "cached_tokens", "output_tokens", "cost_usd"):
+            sums[column] += getattr(r, column)
+        index = bisect.bisect_left(LATENCY_BUCKETS_MS, r.latency_ms)
+        sums[LATENCY_COLUMNS[index]] += 1
+    return sums
+
+
+def report_sums(report) -> dict:
+    totals = report.totals
+    return {
+        "requests": totals.requests,
+        "errors": totals.errors,
+        "input_tokens": totals.input_tokens,
+        "cached_tokens": totals.cached_tokens,
+        "output_tokens": totals.output_tokens,
+        "cost_usd": totals.cost_usd,
+        **dict(zip(LATENCY_COLUMNS, totals.latency_buckets, strict=True)),
+    }
+
+
+def everything_drawn(report) -> tuple:
+    """What the tiles, charts, tables and menus show."""
+    return (
+        report.totals,
+        report.series,
+        report.providers,
+        report.models,
+        report.provider_options,
+        report.model_options,
+    )
+
+
+def routed(catalog, name: str) -> dict:
+    return {"provider_id": catalog[name].pk, "model_id": catalog[f"{name}-model"].pk}
+
+
+def test_a_new_tenants_first_requests_show_before_the_rollup_job_ever_ran(client, tenant, catalog):
+    sign_in(client, tenant, "owner")
+    records = [
+        *add_records(tenant, count=4, ago=timedelta(minutes=30), **routed(catalog, "alpha")),
+        *add_records(tenant, count=2, ago=timedelta(hours=5), **routed(catalog, "beta")),
+    ]
+    assert not UsageRollupState.objects.exists()
+
+    response = client.get(URL, {"period": "24h"})
+
+    report = response.context["report"]
+    assert report_sums(report) == record_sums(records)
+    assert sum(point.requests for point in report.series) == report.totals.requests == 5
+    assert {group.label for group in report.providers} == {"Alpha", "Beta"}
+    tiles = {tile.label: tile for tile in response.context["tiles"]}
+    assert (tiles["Requests"].value, tiles["Errors"].value) == ("5", "1")
+    content = response.content.decode()
+    assert "No requests yet" not in content
+    assert 'id="chart-requests"' in content
+    assert "count every request up to now, as it is recorded" in content
+
+    # A week: the job never ran, so the records are read a day back (all of these).
+    week = client.get(URL, {"period": "7d"})
+    assert report_sums(week.context["report"]) == record_sums(records)
+    assert "The hourly rollup job has not run yet." in week.content.decode()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"period": "24h"},
+        {"period": "7d"},
+        {"period": "30d"},
+        {"period": "7d", "provider": "alpha"},
+        {"period": "30d", "model": "beta-model"},
+    ],
+)
+def test_the_rollup_job_running_changes_no_number(client, tenant, catalog, params):
+    sign_in(client, tenant, "owner")
+    params = {k: catalog[v].pk if k != "period" else v for k, v in params.items()}
+    records = [
+        *add_records(tenant, count=7, ago=timedelta(hours=3), **routed(catalog, "alpha")),
+        *add_records(tenant, count=5, ago=timedelta(minutes=90), **routed(catalog, "beta")),
+        *add_records(tenant, count=4, ago=timedelta(minutes=30), **routed(catalog, "alpha")),
+        # This hour's: rolled up below, yet still read from the records (not twice).
+        *add_records(tenant, count=1, ago=timedelta(0), **routed(catalog, "beta")),
+    ]
+    before = client.get(URL, params).context["report"]
+
+    roll_up()
+    after = client.get(URL, params).context["report"]
+    roll_up_usage(now=timezone.now() + timedelta(minutes=2))  # the second scan
+    again = client.get(URL, params).context["report"]
+
+    assert everything_drawn(after) == everything_drawn(before)
+    assert everything_drawn(again) == everything_drawn(before)
+    wanted = [
+        r
+        for r in records
+        if params.get("provider", r.provider_id) == r.provider_id
+        and params.get("model", r.model_id) == r.model_id
+    ]
+    assert report_sums(after) == record_sums(wanted)
+    assert after.rolled_up_before is not None
+    assert sum(point.attempts for point in after.series) == after.totals.attempts
+
+
+def test_hours_since_the_last_run_are_read_raw_and_the_rollups_of_them_ignored(
+    client, tenant, catalog
+):
+    sign_in(client, tenant, "owner")
+    earlier = add_records(tenant, count=6, ago=timedelta(hours=4), **routed(catalog, "beta"))
+    recent = add_records(tenant, count=5, ago=timedelta(minutes=30), **routed(catalog, "alpha"))
+    # A run an hour ago (by its clock) rolled up every record, the recent ones too, but holds
+    # only the hours before the last one complete: those are read from the records.
+    roll_up_usage(now=timezone.now() - timedelta(hours=1))
+    assert UsageRollup.objects.filter(provider_id=catalog["alpha"].pk).exists()
+
+    response = client.get(URL, {"period": "24h"})
+
+    report = response.context["report"]
+    assert report_sums(report) == record_sums(earlier + recent)
+    by_provider = {group.label: group.totals.attempts for group in report.providers}
+    assert by_provider == {"Alpha": 5, "Beta": 6}
+    assert "from hourly rollups, later ones from the requests as they are recorded" in (
+        response.content.decode()
+    )
+
+
+@pytest.mark.parametrize("rolled_up", [False, True])
+def test_every_filter_applies_to_the_requests_not_rolled_up_yet(client, tenant, catalog, rolled_up):
+    sign_in(client, tenant, "admin")
+    customer = EndUserFactory(tenant=tenant, external_id="customer-42")
+    key = TenantAPIKeyFactory(tenant=tenant, name="backend")
+    kinds = [
+        ({"end_user": customer, "api_key": key, **routed(catalog, "alpha")}, 5),
+        ({"api_key": key, **routed(catalog, "beta")}, 4),
+        ({"end_user": customer, **routed(catalog, "beta")}, 3),
+        (routed(catalog, "alpha"), 2),
+    ]
+    records = []
+    if rolled_up:  # some hours from rollups, the last one from records
+        for fields, count in kinds:
+            records += add_records(tenant, count=count, ago=timedelta(hours=3), **fields)
+        roll_up_usage(now=timezone.now() - timedelta(hours=1))
+    for fields, count in kinds:
+        records += add_records(tenant, count=count, ago=timedelta(minutes=30), **fields)
+    alpha, beta_model = catalog["alpha"].pk, catalog["beta-model"].pk
+
+    for params, keep in [
+        ({"end_user": "customer-42"}, lambda r: r.end_user_id == customer.pk),
+        ({"api_key": key.pk}, lambda r: r.api_key_id == key.pk),
+        ({"provider": alpha}, lambda r: r.provider_id == alpha),
+        ({"model": beta_model}, lambda r: r.model_id == beta_model),
+        (
+            {"end_user": "customer-42", "provider": alpha},
+            lambda r: r.end_user_id == customer.pk and r.provider_id == alpha,
+        ),
+        (
+            {"api_key": key.pk, "model": beta_model},
+            lambda r: r.api_key_id == key.pk and r.model_id == beta_model,
+        ),
+    ]:
+        report = client.get(URL, {"period": "24h", **params}).context["report"]
+
+        wanted = [r for r in records if keep(r)]
+        assert report_sums(report) == record_sums(wanted), params
+        assert sum(point.attempts for point in report.series) == len(wanted), params
+        assert {row.record.pk for row in report.recent} <= {r.pk for r in wanted}, params
+    menus = client.get(URL, {"period": "24h", "provider": alpha}).context["report"]
+    assert {option.label for option in menus.provider_options} == {"Alpha", "Beta"}
+
+
+def test_another_tenants_requests_never_show_before_they_are_rolled_up(
+    client, tenant, other_tenant, catalog
+):
+    sign_in(client, tenant, "owner")
+    their_key = TenantAPIKeyFactory(tenant=other_tenant, name="their-backend")
+    their_user = EndUserFactory(tenant=other_tenant, external_id="their-customer")
+    add_records(
+        other_tenant,
+        count=8,
+        ago=timedelta(minutes=30),
+        api_key=their_key,
+        end_user=their_user,
+        **routed(catalog, "beta"),
+    )
+    ours = add_records(tenant, count=2, ago=timedelta(minutes=30), **routed(catalog, "alpha"))
+
+    everything = client.get(URL, {"period": "24h"})
+    by_key = client.get(URL, {"period": "24h", "api_key": their_key.pk})
+    by_user = client.get(URL, {"period": "24h", "end_user": "their-customer"})
+    by_provider = client.get(URL, {"period": "24h", "provider": catalog["beta"].pk})
+
+    assert report_sums(everything.context["report"]) == record_sums(ours)
+    assert {o.label for o in everything.context["report"].provider_options} == {"Alpha"}
+    for response in (by_key, by_user, by_provider):
+        assert response.status_code == 200
+        report = response.context["report"]
+        assert report.totals.attempts == 0
+        assert report.recent == []
+        assert "their-backend" not in response.content.decode()
+    assert "Beta" not in {o.label for o in by_provider.context["report"].provider_options}
+
+
+def test_a_job_far_behind_shows_what_it_rolled_up_and_a_day_of_records(client, tenant):
+    sign_in(client, tenant, "owner")
+    old = add_records(tenant, count=4, ago=timedelta(hours=50))
+    new = add_records(tenant, count=3, ago=timedelta(hours=2))
+    # Its last complete run was three days ago (it rolled up every record then).
+    roll_up_usage(now=timezone.now() - timedelta(days=3))
+
+    response = client.get(URL, {"period": "7d"})
+
+    report = response.context["report"]
+    assert report_sums(report) == record_sums(old + new)
+    assert report.incomplete_from == report.rolled_up_before
+    # Records are read a day back: from the start of the hour 23 hours ago.
+    assert (
+        timedelta(hours=23) <= timezone.now() - report.live_from <= timedelta(hours=24, minutes=1)
+    )
+    content = response.content.decode()
+    assert "The hourly rollup job is behind" in content
+    assert "Not complete yet: the rollup job has not counted all of this time" in content

@@ -1,5 +1,6 @@
 """Hourly rollups equal the raw records' sums, whatever the order records arrive in; the
-key and tenant rollups always equal UsageRollup summed over end users (and keys)."""
+key and tenant rollups always equal UsageRollup summed over end users (and keys); and the
+dashboard, rollups up to where they are complete and records after, counts each record once."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.core.cache import cache
 from django.core.management import call_command
 from django.core.management.color import no_style
 from django.db import connection
@@ -20,6 +22,13 @@ from hypothesis import strategies as st
 from tests.factories import EndUserFactory, TenantAPIKeyFactory
 from usage import selectors
 from usage.choices import Outcome
+from usage.dashboard import (
+    LATENCY_COLUMNS,
+    Scope,
+    dashboard_window,
+    unrolled_from,
+    usage_dashboard,
+)
 from usage.models import (
     LATENCY_BUCKETS_MS,
     APIKeyUsageRollup,
@@ -329,6 +338,7 @@ def test_both_rollups_always_equal_the_records_written(tenant, other_tenant, set
     # from 1 again (the job walks ids from the last one it saw).
     for model in (UsageRecord, UsageRollup, *dict(COARSER_ROLLUPS), UsageRollupState):
         model.objects.all().delete()
+    cache.clear()  # the dashboard's cached rollups of the last example
     with connection.cursor() as cursor:
         for sql in connection.ops.sequence_reset_sql(no_style(), [UsageRecord]):
             cursor.execute(sql)
@@ -369,8 +379,47 @@ def test_both_rollups_always_equal_the_records_written(tenant, other_tenant, set
             now += timedelta(seconds=detail)
             apply_usage_retention(now=now, batch_size=3)
 
+    # The dashboard counts what the rollups it reads hold (every record the job has seen),
+    # and every record from where it reads records on; nothing twice.
+    mine = [r for r in written if r.tenant_id == tenant.pk]
+    assert_dashboard_counts(tenant, now, mine)
+
     # The job catches up: every id scanned twice, a while apart.
-    roll_up_usage(now=now + timedelta(seconds=1))
-    roll_up_usage(now=now + timedelta(seconds=ROLLUP_SETTLE_SECONDS + 2))
+    now += timedelta(seconds=ROLLUP_SETTLE_SECONDS + 2)
+    roll_up_usage(now=now - timedelta(seconds=ROLLUP_SETTLE_SECONDS + 1))
+    roll_up_usage(now=now)
 
     assert_rollups_hold(sum_records(written))
+    assert_dashboard_counts(tenant, now, mine, every_one=True)
+
+
+def assert_dashboard_counts(tenant, now, records, *, every_one: bool = False) -> None:
+    """The dashboard's totals over the last week equal the sums of the `records` it should
+    count: those from its raw part on, and those the rollup job has seen (a record written
+    late for an hour it rolled up waits for its next run). `every_one`: that is all of them."""
+    window = dashboard_window(period="7d", now=now, billing_day=1)
+    state = UsageRollupState.objects.first()
+    seen = state.scanned_through_id if state else 0
+    split, _ = unrolled_from(
+        window=window, complete_before=state and state.complete_before, now=now
+    )
+    counted = [r for r in records if r.created_at >= split or r.pk <= seen]
+    if every_one:
+        assert counted == records
+    expected = dict.fromkeys(AGGREGATES, 0)
+    for sums in sum_records(counted).values():
+        for column, value in sums.items():
+            expected[column] += value
+
+    totals = usage_dashboard(tenant_id=tenant.pk, window=window, scope=Scope(), now=now).totals
+
+    assert {
+        "requests": totals.requests,
+        "errors": totals.errors,
+        "input_tokens": totals.input_tokens,
+        "cached_tokens": totals.cached_tokens,
+        "output_tokens": totals.output_tokens,
+        "cost_usd": totals.cost_usd,
+        "latency_total_ms": totals.latency_total_ms,
+        **dict(zip(LATENCY_COLUMNS, totals.latency_buckets, strict=True)),
+    } == expected
