@@ -5,13 +5,16 @@ A failure costs one Redis call: INCR, with the window's expiry set by the first 
 (a fixed window, so refusals end when it does, however hard a client keeps trying). The
 reply carries the count and the window's remaining time. The gateway learns the addresses
 it must refuse from these replies and keeps them in a `Blocklist`, so a successful request
-costs a dict lookup and no Redis call; the log-in page, not a hot path, asks Redis first.
+costs a dict lookup and no Redis call; the log-in page and the management API's key
+authentication (tenants.api.authentication), not hot paths, ask Redis first. The gateway and
+the management API count API-key failures in the same `API` counter per address.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import logging
 import math
 import time
@@ -22,7 +25,8 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-# The API-key failures of the gateway, and the log-in page's per address and per username.
+# API-key failures (the gateway's and the management API's, one counter per address), and
+# the log-in page's per address and per username.
 API = "api"
 LOGIN_ADDRESS = "login-ip"
 LOGIN_USERNAME = "login-user"
@@ -59,6 +63,17 @@ def counter_key(kind: str, identity: str) -> str:
     if kind == LOGIN_USERNAME:
         identity = hashlib.sha256(identity.casefold().encode()).hexdigest()[:32]
     return f"sy:authfail:{kind}:{identity}"
+
+
+def api_identity(address: str) -> str:
+    """What an address's API-key failures are counted under: an IPv6 address by its /64 (one
+    client holds a whole /64, so counting single addresses would not slow it)."""
+    if ":" in address:
+        try:
+            return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+        except ValueError:
+            return address
+    return address
 
 
 def _verdict(failures: int, ttl_ms: int, limit: int) -> Verdict:

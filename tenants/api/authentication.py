@@ -1,4 +1,10 @@
-"""`Authorization: Bearer sy-...` for the management API: the key names its tenant."""
+"""`Authorization: Bearer sy-...` for the management API: the key names its tenant.
+
+Failed key authentications are counted per client address in the gateway's counter
+(tenants.throttle, kind `API`): past SWITCHYARD_AUTH_FAILURE_LIMIT within the window, every
+request bearing a key from that address is refused 429 with Retry-After, valid key or not,
+here and on /v1/* alike. Session calls are not refused (the log-in page has its own limits).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,14 @@ import hmac
 import logging
 from typing import Any
 
+import redis
+from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, Throttled
 
+from config.client_ip import client_address
+from tenants import throttle
 from tenants.models import API_KEY_DISPLAY_CHARS, API_KEY_PREFIX, TenantAPIKey, hash_api_key
 
 logger = logging.getLogger(__name__)
@@ -52,11 +62,25 @@ class APIKeyUser:
         return False
 
 
+class TooManyAuthFailures(Throttled):
+    """429 for an address past the failed-authentication limit (the gateway's wording)."""
+
+    default_code = "too_many_auth_failures"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            detail="Too many failed authentications from this address; "
+            f"try again in {retry_after} seconds."
+        )
+        self.wait = retry_after  # DRF's handler sends it as Retry-After
+
+
 class TenantAPIKeyAuthentication(BaseAuthentication):
     """A tenant API key as a bearer token: sets `request.tenant` and `request.api_key`.
 
-    Unknown or revoked keys are 401; a suspended tenant is 403 (SPEC §3). The key itself
-    never appears in an error or a log line.
+    Unknown or revoked keys and malformed bearer headers are 401 and count as failures of
+    the client address; an address past the limit is 429 (see the module doc). A suspended
+    tenant is 403 (SPEC §3). The key itself never appears in an error or a log line.
     """
 
     keyword = b"bearer"
@@ -65,6 +89,19 @@ class TenantAPIKeyAuthentication(BaseAuthentication):
         parts = get_authorization_header(request).split()
         if not parts or parts[0].lower() != self.keyword:
             return None  # not ours: the session (or nothing) authenticates
+        address = client_address(request)
+        identity = throttle.api_identity(address) if address else None
+        if identity is not None:
+            self._refuse_blocked(identity)
+        try:
+            return self._authenticate(request, parts)
+        except AuthenticationFailed:
+            refusal = self._failed(identity) if identity is not None else None
+            if refusal is not None:
+                raise refusal from None
+            raise
+
+    def _authenticate(self, request, parts: list[bytes]) -> tuple[APIKeyUser, TenantAPIKey]:
         if len(parts) != 2:
             raise AuthenticationFailed("Malformed Authorization header: use 'Bearer <API key>'.")
         try:
@@ -84,6 +121,44 @@ class TenantAPIKeyAuthentication(BaseAuthentication):
             target.tenant = key.tenant
             target.api_key = key
         return APIKeyUser(key), key
+
+    @staticmethod
+    def _refuse_blocked(identity: str) -> None:
+        """429 when the address is past the limit: one Redis round trip (GET and PTTL)."""
+        try:
+            retry_after = throttle.refusal(
+                throttle.API, identity, limit=settings.SWITCHYARD_AUTH_FAILURE_LIMIT
+            )
+        except (redis.RedisError, OSError):
+            # Fails open, like the gateway's counting and the rate limits.
+            logger.warning("auth.throttle_unavailable", extra={"client_address": identity})
+            return
+        if retry_after is not None:
+            raise TooManyAuthFailures(retry_after)
+
+    @staticmethod
+    def _failed(identity: str) -> TooManyAuthFailures | None:
+        """Count a failed authentication: None to answer the 401, or the 429 to answer."""
+        limit = settings.SWITCHYARD_AUTH_FAILURE_LIMIT
+        try:
+            verdict = throttle.count_failure(
+                throttle.API,
+                identity,
+                limit=limit,
+                window_seconds=settings.SWITCHYARD_AUTH_FAILURE_WINDOW_SECONDS,
+            )
+        except (redis.RedisError, OSError):
+            logger.warning("auth.failure_not_counted", extra={"client_address": identity})
+            return None
+        if not verdict.is_blocked:
+            return None
+        if verdict.failures == limit:
+            logger.warning(
+                "auth.client_address_blocked",
+                extra={"client_address": identity, "seconds": verdict.retry_after},
+            )
+            return None  # the last failure allowed: later attempts are refused
+        return TooManyAuthFailures(verdict.retry_after)
 
     def authenticate_header(self, request) -> str:
         # Makes DRF answer an unauthenticated request with 401 (not 403) plus this header.
