@@ -190,7 +190,8 @@ SECURE_CSP = {
     "frame-ancestors": [CSP.NONE],
 }
 # Failed authentications per client address (tenants/throttle.py): past the limit within the
-# window, /v1/* answers 429 to that address (valid key or not) until the window ends.
+# window, /v1/* and the management API answer 429 to that address (valid key or not) until
+# the window ends.
 SWITCHYARD_AUTH_FAILURE_LIMIT = env.int("SWITCHYARD_AUTH_FAILURE_LIMIT", default=20)
 SWITCHYARD_AUTH_FAILURE_WINDOW_SECONDS = env.int("SWITCHYARD_AUTH_FAILURE_WINDOW_SECONDS", 300)
 # The log-in page (and the admin's): failed log-ins per address and per username.

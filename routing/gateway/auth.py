@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 
 import redis
@@ -134,13 +133,8 @@ class AuthFailures:
             forwarded.decode("latin-1") if forwarded else None,
             self.trusted_proxies,
         )
-        if address and ":" in address:
-            # One IPv6 client holds a whole /64: counting single addresses would not slow it.
-            try:
-                return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
-            except ValueError:
-                return address
-        return address
+        # Counted under the same identity as the management API's (an IPv6 client by /64).
+        return throttle.api_identity(address) if address else address
 
     def refuse_blocked(self, scope: dict) -> None:
         """429 when the request's address is refused."""
