@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import math
 import os
@@ -135,6 +136,9 @@ class Limits:
         self._settles: list[tuple[list[str], list[int]]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task] = set()
+        # Counters being seeded, by key: after a Redis restart or at a new month every request
+        # finds its counters missing at once, and each would sum the month's records again.
+        self._seeding: dict[str, asyncio.Task] = {}
 
     async def close(self) -> None:
         await self.flush_settles()
@@ -287,6 +291,23 @@ class Limits:
             plan.budgets = [b for b in plan.budgets if b.spent_key != key]
 
     async def _seed(self, key: str, seeds: dict[str, tuple], tenant: TenantInfo) -> None:
+        """Seed the counter `key` from the database: one read per counter and process, however
+        many requests are waiting for it (they share the one under way, and its failure)."""
+        task = self._seeding.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._seed_now(key, seeds, tenant))
+            self._seeding[key] = task
+            task.add_done_callback(functools.partial(self._seeded, key))
+        # Shielded: a client that leaves must not cancel the seed the others wait for.
+        await asyncio.shield(task)
+
+    def _seeded(self, key: str, task: asyncio.Task) -> None:
+        if self._seeding.get(key) is task:
+            del self._seeding[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: each waiter has its own copy to handle, or none is left
+
+    async def _seed_now(self, key: str, seeds: dict[str, tuple], tenant: TenantInfo) -> None:
         spec = seeds[key]
         if spec[0] == "spend":
             _, budget, start, end, external_id = spec
