@@ -11,8 +11,10 @@ load, and the p99 went from 1.53 s (direct) to 1.8 s. Two changes make those pau
 - A first-generation threshold of 20,000 lets most of a request's objects die by reference
   counting before a young collection would have walked them.
 
-Both only change when the cyclic collector runs, never what it frees; memory grows by at most
-the young objects allowed between collections (a few MB).
+The threshold changes only when the collector runs: memory grows by at most the young
+objects allowed between collections (a few MB). Frozen objects that later become cyclic
+garbage are never collected (the first config snapshot, once replaced, if it holds cycles):
+a one-time cost per process, bounded by what start-up built.
 """
 
 from __future__ import annotations

@@ -281,7 +281,7 @@ except ValueError as _exc:
 SWITCHYARD_GC_FREEZE = env.bool("SWITCHYARD_GC_FREEZE", default=True)
 # When set, GET /metrics answers only `Authorization: Bearer <this>` (Prometheus:
 # `authorization: {credentials: ...}`); empty leaves it open for a private network.
-SWITCHYARD_METRICS_TOKEN = env.str("SWITCHYARD_METRICS_TOKEN", default="")
+SWITCHYARD_METRICS_TOKEN = env.str("SWITCHYARD_METRICS_TOKEN", default="").strip()
 # Where the gateway journals usage before writing it (survives a killed process); a folder
 # on local disk per web node. Empty switches the journal off.
 SWITCHYARD_USAGE_JOURNAL_DIR = env.str(

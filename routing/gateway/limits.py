@@ -295,7 +295,10 @@ class Limits:
         many requests are waiting for it (they share the one under way, and its failure)."""
         task = self._seeding.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._seed_now(key, seeds, tenant))
+            # A context of its own: the seed is every waiting request's, not the first one's.
+            task = asyncio.get_running_loop().create_task(
+                self._seed_now(key, seeds, tenant), context=contextvars.Context()
+            )
             self._seeding[key] = task
             task.add_done_callback(functools.partial(self._seeded, key))
         # Shielded: a client that leaves must not cancel the seed the others wait for.
@@ -305,7 +308,8 @@ class Limits:
         if self._seeding.get(key) is task:
             del self._seeding[key]
         if not task.cancelled():
-            task.exception()  # retrieved: each waiter has its own copy to handle, or none is left
+            # Marked retrieved: the waiters (if any are left) each handle it as it reaches them.
+            task.exception()
 
     async def _seed_now(self, key: str, seeds: dict[str, tuple], tenant: TenantInfo) -> None:
         spec = seeds[key]

@@ -2,8 +2,11 @@
 
 Failed key authentications are counted per client address in the gateway's counter
 (tenants.throttle, kind `API`): past SWITCHYARD_AUTH_FAILURE_LIMIT within the window, every
-request bearing a key from that address is refused 429 with Retry-After, valid key or not,
-here and on /v1/* alike. Session calls are not refused (the log-in page has its own limits).
+request bearing a key from that address is refused 429 with Retry-After, valid key or not:
+here at once (one Redis read per request with a key), on /v1/* from that address's next
+failure on the web process it reaches (the gateway keeps the blocks it learned, so its
+successful requests cost no Redis call). Session calls are not refused (the log-in page has
+its own limits).
 """
 
 from __future__ import annotations
