@@ -58,6 +58,20 @@ class Verdict:
     is_blocked: bool  # the limit is reached: later attempts are refused
 
 
+def refuses(verdict: Verdict, identity: str, limit: int) -> bool:
+    """Whether the failure just counted is answered 429 rather than 401: the one that reaches
+    the limit is still a 401 (and logged as the block); every later one is refused."""
+    if not verdict.is_blocked:
+        return False
+    if verdict.failures == limit:
+        logger.warning(
+            "auth.client_address_blocked",
+            extra={"client_address": identity, "seconds": verdict.retry_after},
+        )
+        return False
+    return True
+
+
 def counter_key(kind: str, identity: str) -> str:
     # Usernames are hashed: any length, any characters, and not readable in Redis.
     if kind == LOGIN_USERNAME:

@@ -164,15 +164,10 @@ class AuthFailures:
             # Like the rate limits, failure counting fails open: the 401 stands.
             logger.warning("auth.failure_not_counted", extra={"client_address": address})
             return error
-        if not verdict.is_blocked:
+        if verdict.is_blocked:
+            self.blocked.add(address, verdict.retry_after)
+        if not throttle.refuses(verdict, address, self.limit):
             return error
-        self.blocked.add(address, verdict.retry_after)
-        if verdict.failures == self.limit:
-            logger.warning(
-                "auth.client_address_blocked",
-                extra={"client_address": address, "seconds": verdict.retry_after},
-            )
-            return error  # the last failure allowed: later attempts are refused
         return self._refusal(verdict.retry_after)
 
     def _refusal(self, retry_after: int) -> GatewayError:

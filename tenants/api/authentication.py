@@ -153,14 +153,8 @@ class TenantAPIKeyAuthentication(BaseAuthentication):
         except (redis.RedisError, OSError):
             logger.warning("auth.failure_not_counted", extra={"client_address": identity})
             return None
-        if not verdict.is_blocked:
+        if not throttle.refuses(verdict, identity, limit):
             return None
-        if verdict.failures == limit:
-            logger.warning(
-                "auth.client_address_blocked",
-                extra={"client_address": identity, "seconds": verdict.retry_after},
-            )
-            return None  # the last failure allowed: later attempts are refused
         return TooManyAuthFailures(verdict.retry_after)
 
     def authenticate_header(self, request) -> str:

@@ -340,20 +340,20 @@ def test_provider_and_model_filters_keep_every_option_in_the_menus(client, tenan
     assert {r.record.model_id for r in report.recent} == {alpha_model.pk}
 
 
+def add_theirs(other_tenant, *, ago: timedelta, **routing):
+    """Eight records of another tenant, by its key "their-backend" for its end user
+    "their-customer"; returns the key."""
+    their_key = TenantAPIKeyFactory(tenant=other_tenant, name="their-backend")
+    their_user = EndUserFactory(tenant=other_tenant, external_id="their-customer")
+    add_records(other_tenant, count=8, ago=ago, api_key=their_key, end_user=their_user, **routing)
+    return their_key
+
+
 def test_another_tenants_key_end_user_and_rows_are_never_shown(
     client, tenant, other_tenant, catalog
 ):
     sign_in(client, tenant, "owner")
-    their_key = TenantAPIKeyFactory(tenant=other_tenant, name="their-backend")
-    their_user = EndUserFactory(tenant=other_tenant, external_id="their-customer")
-    add_records(
-        other_tenant,
-        count=8,
-        ago=timedelta(hours=2),
-        api_key=their_key,
-        end_user=their_user,
-        provider_id=catalog["beta"].pk,
-    )
+    their_key = add_theirs(other_tenant, ago=timedelta(hours=2), provider_id=catalog["beta"].pk)
     add_records(tenant, count=2, ago=timedelta(hours=2), provider_id=catalog["alpha"].pk)
     roll_up()
 
@@ -813,16 +813,7 @@ def test_another_tenants_requests_never_show_before_they_are_rolled_up(
     client, tenant, other_tenant, catalog
 ):
     sign_in(client, tenant, "owner")
-    their_key = TenantAPIKeyFactory(tenant=other_tenant, name="their-backend")
-    their_user = EndUserFactory(tenant=other_tenant, external_id="their-customer")
-    add_records(
-        other_tenant,
-        count=8,
-        ago=timedelta(minutes=30),
-        api_key=their_key,
-        end_user=their_user,
-        **routed(catalog, "beta"),
-    )
+    their_key = add_theirs(other_tenant, ago=timedelta(minutes=30), **routed(catalog, "beta"))
     ours = add_records(tenant, count=2, ago=timedelta(minutes=30), **routed(catalog, "alpha"))
 
     everything = client.get(URL, {"period": "24h"})
